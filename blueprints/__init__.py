@@ -1,0 +1,1 @@
+"""The HTTP layer: flask-smorest blueprints that translate requests into serving calls."""

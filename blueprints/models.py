@@ -1,0 +1,108 @@
+"""ModelGate's own REST API: model metadata and labelled predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from blueprints.errors import ErrorSchema
+from blueprints.io import predict_items
+from blueprints.schemas import PREDICT_REQUEST_BODY, ModelSchema, PredictResponseSchema
+from extensions import inference_service
+from serving.registry import describe_model
+from serving.service import PredictResult
+
+blp = Blueprint(
+    "models",
+    __name__,
+    url_prefix="/api/models",
+    description="Models, their versions, and predictions with labels.",
+)
+
+_PREDICT_ERRORS = {
+    404: "Unknown model or version",
+    413: "Body too large",
+    415: "Not a supported image or content type",
+    422: "Input does not fit the model (the message names the input)",
+    503: "Model or version not ready",
+}
+
+
+def _predict_answer(result: PredictResult) -> tuple[dict[str, Any], int, dict[str, str]]:
+    body = {
+        "model": result.model,
+        "version": result.version,
+        "request_id": g.get("request_id"),
+        "predictions": [p.to_dict() for p in result.predictions],
+    }
+    return body, 200, {"X-Model-Version": str(result.version)}
+
+
+def _document_errors(view: Any) -> Any:
+    for status, description in _PREDICT_ERRORS.items():
+        view = blp.alt_response(status, schema=ErrorSchema, description=description)(view)
+    return view
+
+
+@blp.route("")
+class Models(MethodView):
+    @blp.response(200, ModelSchema(many=True))
+    def get(self) -> list[dict[str, object]]:
+        """List models
+
+        Every model with its versions, their state (LOADING, READY, FAILED and why),
+        signature, labels and provenance.
+        """
+        return [describe_model(m) for m in inference_service().models()]
+
+
+@blp.route("/<name>")
+class ModelDetail(MethodView):
+    @blp.response(200, ModelSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown model")
+    def get(self, name: str) -> dict[str, object]:
+        """Describe a model
+
+        Versions, state, signature, pre- and post-processing, labels and provenance.
+        """
+        return describe_model(inference_service().model(name))
+
+
+@blp.route("/<name>/predict")
+class Predict(MethodView):
+    @blp.doc(requestBody=PREDICT_REQUEST_BODY)
+    @blp.response(
+        200,
+        PredictResponseSchema,
+        headers={
+            "X-Model-Version": {
+                "description": "The version that answered",
+                "schema": {"type": "string"},
+            }
+        },
+    )
+    @_document_errors
+    def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Predict with the newest ready version
+
+        Upload one or several images, or send JSON instances. Every item is pre-processed
+        as the version declares, the items run as one batch, and each answer gives the top
+        label, its score and the top-k.
+        """
+        return _predict_answer(inference_service().predict(name, predict_items()))
+
+
+@blp.route("/<name>/versions/<int:version>/predict")
+class PredictVersion(MethodView):
+    @blp.doc(requestBody=PREDICT_REQUEST_BODY)
+    @blp.response(200, PredictResponseSchema)
+    @_document_errors
+    def post(self, name: str, version: int) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Predict with a pinned version
+
+        Same as predicting with the model, but only the given version answers.
+        """
+        return _predict_answer(inference_service().predict(name, predict_items(), version))

@@ -1,0 +1,137 @@
+"""Marshmallow schemas: the documented shape of every request and response."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+
+class TensorSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    datatype = ma.fields.String(required=True)
+    shape = ma.fields.List(ma.fields.Integer(), required=True)
+
+
+class VersionSchema(ma.Schema):
+    version = ma.fields.Integer(required=True)
+    state = ma.fields.String(required=True, metadata={"description": "LOADING, READY or FAILED"})
+    reason = ma.fields.String(allow_none=True, metadata={"description": "Why it FAILED"})
+    load_seconds = ma.fields.Float(allow_none=True)
+    runtime = ma.fields.String(metadata={"description": "tflite or savedmodel"})
+    max_batch_size = ma.fields.Integer()
+    inputs = ma.fields.List(ma.fields.Nested(TensorSchema))
+    outputs = ma.fields.List(ma.fields.Nested(TensorSchema))
+    preprocess = ma.fields.List(ma.fields.Dict())
+    postprocess = ma.fields.Dict(allow_none=True)
+    labels = ma.fields.List(ma.fields.String())
+    provenance = ma.fields.Dict(
+        metadata={"description": "How it was trained, dataset, holdout accuracy, artifact size"}
+    )
+
+
+class ModelSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    description = ma.fields.String()
+    ready = ma.fields.Boolean(required=True)
+    reason = ma.fields.String(allow_none=True)
+    labels = ma.fields.List(ma.fields.String())
+    version_policy = ma.fields.Dict()
+    versions = ma.fields.List(ma.fields.Nested(VersionSchema))
+
+
+class ScoreSchema(ma.Schema):
+    label = ma.fields.String(required=True)
+    score = ma.fields.Float(required=True)
+
+
+class PredictionSchema(ma.Schema):
+    label = ma.fields.String(required=True, metadata={"description": "The top label"})
+    score = ma.fields.Float(required=True, metadata={"description": "Its probability"})
+    top_k = ma.fields.List(ma.fields.Nested(ScoreSchema), required=True)
+
+
+class PredictResponseSchema(ma.Schema):
+    model = ma.fields.String(required=True)
+    version = ma.fields.Integer(required=True)
+    request_id = ma.fields.String()
+    predictions = ma.fields.List(ma.fields.Nested(PredictionSchema), required=True)
+
+
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "description": (
+        "One or several items. Upload image files as multipart/form-data (any field name, "
+        "several files allowed), send one image as the raw body, or send JSON "
+        '`{"instances": [...]}` where each instance is an object of named features, '
+        '`{"b64": "<base64 image>"}`, or a nested list already shaped like one input row.'
+    ),
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["instances"],
+                "properties": {"instances": {"type": "array", "items": {}}},
+            },
+            "example": {
+                "instances": [
+                    {
+                        "sepal_length": 5.1,
+                        "sepal_width": 3.5,
+                        "petal_length": 1.4,
+                        "petal_width": 0.2,
+                    }
+                ]
+            },
+        },
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+class V2TensorSchema(TensorSchema):
+    data = ma.fields.List(ma.fields.Raw(), required=True)
+
+
+class V2InferRequestSchema(ma.Schema):
+    id = ma.fields.String()
+    parameters = ma.fields.Dict()
+    inputs = ma.fields.List(ma.fields.Nested(V2TensorSchema), required=True)
+    outputs = ma.fields.List(ma.fields.Dict())
+
+
+class V2InferResponseSchema(ma.Schema):
+    model_name = ma.fields.String(required=True)
+    model_version = ma.fields.String()
+    id = ma.fields.String()
+    outputs = ma.fields.List(ma.fields.Nested(V2TensorSchema), required=True)
+
+
+class V2ModelMetadataSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    versions = ma.fields.List(ma.fields.String())
+    platform = ma.fields.String(required=True)
+    inputs = ma.fields.List(ma.fields.Nested(TensorSchema))
+    outputs = ma.fields.List(ma.fields.Nested(TensorSchema))
+
+
+class V2ServerMetadataSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    version = ma.fields.String(required=True)
+    extensions = ma.fields.List(ma.fields.String())
+
+
+class LiveSchema(ma.Schema):
+    live = ma.fields.Boolean(required=True)
+
+
+class ReadySchema(ma.Schema):
+    ready = ma.fields.Boolean(required=True)
+    name = ma.fields.String()

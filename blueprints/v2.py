@@ -1,0 +1,185 @@
+"""Open Inference Protocol v2 over REST (the API KServe, Triton and MLServer share)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from blueprints.errors import ErrorSchema
+from blueprints.io import read_json
+from blueprints.schemas import (
+    LiveSchema,
+    ReadySchema,
+    V2InferRequestSchema,
+    V2InferResponseSchema,
+    V2ModelMetadataSchema,
+    V2ServerMetadataSchema,
+)
+from extensions import inference_service
+from serving.errors import VersionNotFound
+from serving.protocols import v2
+from serving.registry import ModelVersion
+
+SERVER_NAME = "modelgate"
+SERVER_VERSION = "0.1.0"
+
+blp = Blueprint(
+    "v2",
+    __name__,
+    url_prefix="/v2",
+    description="Open Inference Protocol v2: health, metadata and tensor inference.",
+)
+
+
+def _version_number(name: str, version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise VersionNotFound(f"model '{name}' has no version '{version}'", details={"model": name})
+    return int(version)
+
+
+def _metadata(name: str, target: ModelVersion) -> dict[str, Any]:
+    assert target.spec is not None
+    model = inference_service().model(name)
+    return {
+        "name": name,
+        "versions": [str(v) for v in sorted(model.versions)],
+        "platform": target.spec.runtime,
+        "inputs": [t.to_dict() for t in target.spec.inputs],
+        "outputs": [t.to_dict() for t in target.spec.outputs],
+    }
+
+
+def _ready(name: str, version: str | None) -> tuple[dict[str, Any], int]:
+    service = inference_service()
+    number = _version_number(name, version)
+    model = service.model(name)
+    if number is None:
+        ready = model.ready
+    else:
+        found = model.versions.get(number)
+        if found is None:
+            raise VersionNotFound(f"model '{name}' has no version {number}")
+        ready = str(found.state) == "READY"
+    return {"name": name, "ready": ready}, 200 if ready else 503
+
+
+def _infer(name: str, version: str | None) -> dict[str, Any]:
+    service = inference_service()
+    number = _version_number(name, version)
+    service.version(name, number)  # unknown or unready: 404/503 before parsing the body
+    request = v2.decode_request(read_json(require_content_type=False))
+    result = service.infer(name, request.inputs, number)
+    return v2.encode_response(result, request)
+
+
+@blp.route("")
+class Server(MethodView):
+    @blp.response(200, V2ServerMetadataSchema)
+    def get(self) -> dict[str, Any]:
+        """Server metadata"""
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}
+
+
+@blp.route("/health/live")
+class Live(MethodView):
+    @blp.response(200, LiveSchema)
+    def get(self) -> dict[str, bool]:
+        """Liveness: the process answers"""
+        return {"live": inference_service().live}
+
+
+@blp.route("/health/ready")
+class Ready(MethodView):
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, schema=ReadySchema, description="Models are still loading")
+    def get(self) -> tuple[dict[str, bool], int]:
+        """Readiness: every model version has loaded (or failed) and one at least is ready"""
+        ready = inference_service().ready
+        return {"ready": ready}, 200 if ready else 503
+
+
+@blp.route("/models/<name>")
+class ModelMetadata(MethodView):
+    @blp.response(200, V2ModelMetadataSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(503, schema=ErrorSchema)
+    def get(self, name: str) -> dict[str, Any]:
+        """Model metadata (the newest ready version's signature)"""
+        return _metadata(name, inference_service().version(name))
+
+
+@blp.route("/models/<name>/versions/<version>")
+class VersionMetadata(MethodView):
+    @blp.response(200, V2ModelMetadataSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(503, schema=ErrorSchema)
+    def get(self, name: str, version: str) -> dict[str, Any]:
+        """Model version metadata"""
+        return _metadata(name, inference_service().version(name, _version_number(name, version)))
+
+
+@blp.route("/models/<name>/ready")
+class ModelReady(MethodView):
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, schema=ReadySchema, description="Not ready")
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, name: str) -> tuple[dict[str, Any], int]:
+        """Model readiness"""
+        return _ready(name, None)
+
+
+@blp.route("/models/<name>/versions/<version>/ready")
+class VersionReady(MethodView):
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, schema=ReadySchema, description="Not ready")
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, name: str, version: str) -> tuple[dict[str, Any], int]:
+        """Model version readiness"""
+        return _ready(name, version)
+
+
+_INFER_ERRORS = {
+    404: "Unknown model or version",
+    413: "Body too large",
+    422: "Tensors do not match the signature",
+    503: "Not ready",
+}
+
+
+def _infer_doc(view: Any) -> Any:
+    view = blp.doc(
+        requestBody={
+            "required": True,
+            "description": "v2 inference request; the Content-Type header may be omitted.",
+            "content": {"application/json": {"schema": V2InferRequestSchema}},
+        }
+    )(view)
+    for status, description in _INFER_ERRORS.items():
+        view = blp.alt_response(status, schema=ErrorSchema, description=description)(view)
+    return view
+
+
+@blp.route("/models/<name>/infer")
+class Infer(MethodView):
+    @_infer_doc
+    @blp.response(200, V2InferResponseSchema)
+    def post(self, name: str) -> dict[str, Any]:
+        """Infer with the newest ready version
+
+        JSON tensors in (name, shape, datatype, data), raw output tensors out. The request
+        `id` is echoed and the `outputs` list, if given, filters the answer.
+        """
+        return _infer(name, None)
+
+
+@blp.route("/models/<name>/versions/<version>/infer")
+class InferVersion(MethodView):
+    @_infer_doc
+    @blp.response(200, V2InferResponseSchema)
+    def post(self, name: str, version: str) -> dict[str, Any]:
+        """Infer with a pinned version"""
+        return _infer(name, version)

@@ -1,0 +1,167 @@
+"""Pipelines: what a version declares to turn client items into tensors and outputs into labels."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serving.errors import InvalidInput, ManifestError
+from serving.manifest import PostprocessSpec, TensorSpec, VersionSpec
+from serving.steps import Step, StepContext, build_step
+
+# An item is one thing to predict: the bytes of an uploaded file, a mapping of named features
+# (or {"b64": ...} holding a file, as TF Serving clients send), or a raw nested list/array
+# already shaped like one row of the model input.
+Item = bytes | Mapping[str, Any] | Sequence[Any] | np.ndarray
+
+_KIND_NAMES = {"bytes": "an image file", "features": "named features"}
+
+
+def _decode_b64(item: Mapping[str, Any], index: int) -> bytes:
+    value = item["b64"]
+    if not isinstance(value, str):
+        raise InvalidInput(f"item {index}: 'b64' must be a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidInput(f"item {index}: 'b64' is not valid base64") from err
+
+
+class Pipeline:
+    """Pre-processing for a single-input model: declared steps, then a check against the input.
+
+    Raw rows (lists or arrays) bypass the steps: a client that already holds tensors should not
+    pay for, or be second-guessed by, pre-processing.
+    """
+
+    def __init__(self, steps: Sequence[Step], target: TensorSpec) -> None:
+        for before, after in itertools.pairwise(steps):
+            if before.produces != after.consumes:
+                raise ManifestError(
+                    f"step {type(after).__name__} takes {after.consumes} but the step before "
+                    f"it produces {before.produces}"
+                )
+        if steps and steps[-1].produces != "array":
+            raise ManifestError("the last pre-processing step must produce an array")
+        self._steps = tuple(steps)
+        self.target = target
+        self.accepts = steps[0].consumes if steps else "array"
+
+    @classmethod
+    def from_spec(cls, spec: VersionSpec, context: StepContext) -> Pipeline:
+        if len(spec.inputs) != 1 and spec.preprocess:
+            raise ManifestError("pre-processing steps need a model with exactly one input")
+        steps = [build_step(s.step, s.params, context) for s in spec.preprocess]
+        return cls(steps, spec.inputs[0])
+
+    def transform(self, item: Item, index: int = 0) -> np.ndarray:
+        """One item to one row of the input tensor; raises InvalidInput naming the item."""
+        if isinstance(item, Mapping) and set(item) == {"b64"}:
+            item = _decode_b64(item, index)
+        if isinstance(item, (bytes, bytearray)):
+            value = self._run("bytes", bytes(item), index)
+        elif isinstance(item, Mapping):
+            value = self._run("features", item, index)
+        else:
+            value = item
+        return self._fit(value, index)
+
+    def _run(self, kind: str, value: Any, index: int) -> Any:
+        if self.accepts != kind:
+            wanted = _KIND_NAMES.get(self.accepts, "a tensor row (a nested list of numbers)")
+            raise InvalidInput(
+                f"item {index}: this model takes {wanted}, not {_KIND_NAMES[kind]}",
+                details={"item": index, "accepts": self.accepts},
+            )
+        for step in self._steps:
+            try:
+                value = step(value)
+            except InvalidInput as err:
+                err.details.setdefault("item", index)
+                raise
+        return value
+
+    def _fit(self, value: Any, index: int) -> np.ndarray:
+        expected = self.target.item_shape
+        try:
+            array = np.asarray(value, dtype=self.target.dtype)
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(
+                f"item {index}: input '{self.target.name}' expects {self.target.datatype} values",
+                details={"item": index, "input": self.target.name},
+            ) from err
+        if (
+            array.shape != expected
+            and isinstance(value, np.ndarray)
+            and array.size == int(np.prod(expected))
+        ):
+            # A step's array that only lacks the channel axis (8x8 for 8x8x1) is the same row;
+            # a client's raw list must match exactly.
+            array = array.reshape(expected)
+        if array.shape != expected:
+            raise InvalidInput(
+                f"item {index}: input '{self.target.name}' expects shape {list(expected)} per "
+                f"item, got {list(array.shape)}",
+                details={
+                    "item": index,
+                    "input": self.target.name,
+                    "expected": list(expected),
+                    "got": list(array.shape),
+                },
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput(f"item {index}: NaN or infinite values are not accepted")
+        return array
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One item's answer: the top label and score, and the ``top_k`` best."""
+
+    label: str
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "score": self.score,
+            "top_k": [{"label": label, "score": score} for label, score in self.top_k],
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result
+
+
+class Postprocessor:
+    """Outputs to predictions: softmax when the model emits logits, then top-k with labels."""
+
+    def __init__(self, spec: PostprocessSpec) -> None:
+        self._spec = spec
+
+    def __call__(self, outputs: Mapping[str, np.ndarray]) -> list[Prediction]:
+        scores = np.asarray(outputs[self._spec.output], dtype=np.float64)
+        scores = scores.reshape(scores.shape[0], -1)
+        if self._spec.softmax:
+            scores = softmax(scores)
+        k = max(1, min(self._spec.top_k, scores.shape[1]))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        labels = self._spec.labels
+        predictions = []
+        for row, best in zip(scores, order, strict=True):
+            top = tuple(
+                (labels[i] if i < len(labels) else str(int(i)), round(float(row[i]), 6))
+                for i in best
+            )
+            predictions.append(Prediction(label=top[0][0], score=top[0][1], top_k=top))
+        return predictions

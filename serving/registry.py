@@ -1,0 +1,270 @@
+"""ModelRegistry: which models and versions exist, their load state, and which one answers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from serving.errors import (
+    ManifestError,
+    ModelNotFound,
+    ModelNotReady,
+    RuntimeLoadError,
+    ServingError,
+    VersionNotFound,
+)
+from serving.manifest import (
+    ModelDefaults,
+    VersionSpec,
+    load_model_defaults,
+    load_version,
+    plain,
+    version_dirs,
+)
+from serving.pipeline import Pipeline, Postprocessor
+from serving.runtimes import Runtime, RuntimeFactory
+from serving.settings import ServingSettings
+from serving.steps import StepContext
+
+log = logging.getLogger("modelgate.serving")
+
+
+class VersionState(StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+@dataclass
+class ModelVersion:
+    """One version's live state. ``spec`` is None when its manifest could not be parsed."""
+
+    model: str
+    version: int
+    path: Path
+    state: VersionState = VersionState.LOADING
+    reason: str = ""
+    spec: VersionSpec | None = None
+    runtime: Runtime | None = None
+    pipeline: Pipeline | None = None
+    postprocessor: Postprocessor | None = None
+    load_seconds: float | None = None
+
+    def fail(self, reason: str) -> None:
+        self.state = VersionState.FAILED
+        self.reason = reason
+        log.error(
+            "version failed to load: %s",
+            reason,
+            extra={"model": self.model, "version": self.version},
+        )
+
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    defaults: ModelDefaults
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    reason: str = ""
+
+    def ready_versions(self) -> list[ModelVersion]:
+        return [v for v in self.versions.values() if v.state is VersionState.READY]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.ready_versions())
+
+
+def _warm_up_inputs(spec: VersionSpec) -> dict[str, np.ndarray]:
+    return {t.name: np.zeros((1, *t.item_shape), dtype=t.dtype) for t in spec.inputs}
+
+
+class ModelRegistry:
+    """Discovers the model repository and loads each selected version.
+
+    A version becomes READY only after its runtime loaded and answered a warm-up inference
+    whose outputs match the manifest; anything else leaves it FAILED with a reason, and the
+    other versions are unaffected.
+    """
+
+    def __init__(self, settings: ServingSettings, factories: Mapping[str, RuntimeFactory]) -> None:
+        self._settings = settings
+        self._factories = dict(factories)
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+        self._discovered = False
+        self._context = StepContext(max_image_pixels=settings.max_image_pixels)
+
+    def discover(self) -> None:
+        """Read every manifest under the model root; does not load artifacts."""
+        models: dict[str, Model] = {}
+        root = self._settings.model_root
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            if model_dir.name.startswith((".", "_")):
+                continue
+            name = model_dir.name
+            try:
+                defaults = load_model_defaults(model_dir)
+            except ManifestError as err:
+                model = Model(name=name, path=model_dir, defaults=ModelDefaults(), reason=str(err))
+                for number, path in version_dirs(model_dir).items():
+                    version = ModelVersion(model=name, version=number, path=path)
+                    version.fail(f"model.toml: {err}")
+                    model.versions[number] = version
+                models[name] = model
+                continue
+            model = Model(name=name, path=model_dir, defaults=defaults)
+            available = version_dirs(model_dir)
+            for number in defaults.version_policy.select(list(available)):
+                version = ModelVersion(model=name, version=number, path=available[number])
+                try:
+                    version.spec = load_version(name, available[number], defaults)
+                except ManifestError as err:
+                    version.fail(str(err))
+                model.versions[number] = version
+            models[name] = model
+        with self._lock:
+            self._models = models
+            self._discovered = True
+
+    def load_pending(self) -> None:
+        """Load every version still LOADING, one after another."""
+        for model in list(self._models.values()):
+            for version in list(model.versions.values()):
+                if version.state is VersionState.LOADING:
+                    self._load(version)
+
+    def _load(self, version: ModelVersion) -> None:
+        spec = version.spec
+        assert spec is not None  # a version without a spec was failed at discovery
+        started = time.perf_counter()
+        try:
+            factory = self._factories.get(spec.runtime)
+            if factory is None:
+                raise ManifestError(
+                    f"unknown runtime '{spec.runtime}' (known: {sorted(self._factories)})"
+                )
+            pipeline = Pipeline.from_spec(spec, self._context)
+            postprocessor = Postprocessor(spec.postprocess) if spec.postprocess else None
+            runtime = factory(spec, self._settings)
+            runtime.load()
+            outputs = runtime.predict(_warm_up_inputs(spec))
+            for tensor in spec.outputs:
+                got = outputs.get(tensor.name)
+                if got is None or tuple(got.shape[1:]) != tensor.item_shape:
+                    shape = None if got is None else list(got.shape)
+                    raise RuntimeLoadError(
+                        f"warm-up output '{tensor.name}' has shape {shape}, "
+                        f"the manifest declares {list(tensor.shape)}"
+                    )
+            if postprocessor is not None:
+                postprocessor(outputs)
+        except ServingError as err:
+            version.fail(err.message)
+            return
+        except Exception as err:
+            log.exception("unexpected error loading %s v%s", spec.model, spec.version)
+            version.fail(f"{type(err).__name__}: {err}")
+            return
+        version.runtime = runtime
+        version.pipeline = pipeline
+        version.postprocessor = postprocessor
+        version.load_seconds = round(time.perf_counter() - started, 3)
+        version.state = VersionState.READY
+        log.info(
+            "version ready in %.2fs",
+            version.load_seconds,
+            extra={"model": spec.model, "version": spec.version},
+        )
+
+    @property
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def model(self, name: str) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' does not exist", details={"model": name})
+        return model
+
+    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """The version that answers: the pinned one, else the newest READY one."""
+        model = self.model(name)
+        if version is not None:
+            found = model.versions.get(version)
+            if found is None:
+                raise VersionNotFound(
+                    f"model '{name}' has no version {version}",
+                    details={"model": name, "version": version},
+                )
+            if found.state is not VersionState.READY:
+                raise ModelNotReady(
+                    f"model '{name}' version {version} is {found.state}"
+                    + (f": {found.reason}" if found.reason else ""),
+                    details={"model": name, "version": version, "state": found.state},
+                )
+            return found
+        ready = model.ready_versions()
+        if not ready:
+            raise ModelNotReady(f"model '{name}' has no ready version", details={"model": name})
+        return max(ready, key=lambda v: v.version)
+
+    @property
+    def ready(self) -> bool:
+        """Every version has finished loading (READY or FAILED) and at least one is READY."""
+        if not self._discovered:
+            return False
+        versions = [v for m in self._models.values() for v in m.versions.values()]
+        return all(v.state is not VersionState.LOADING for v in versions) and any(
+            v.state is VersionState.READY for v in versions
+        )
+
+    def unload_all(self) -> None:
+        for model in self._models.values():
+            for version in model.versions.values():
+                if version.runtime is not None:
+                    version.runtime.unload()
+
+
+def describe_version(version: ModelVersion) -> dict[str, object]:
+    """A version's public metadata: state, signature, pipeline and provenance."""
+    info: dict[str, object] = {
+        "version": version.version,
+        "state": str(version.state),
+        "reason": version.reason or None,
+        "load_seconds": version.load_seconds,
+    }
+    spec = version.spec
+    if spec is not None:
+        info.update(
+            runtime=spec.runtime,
+            max_batch_size=spec.max_batch_size,
+            inputs=[t.to_dict() for t in spec.inputs],
+            outputs=[t.to_dict() for t in spec.outputs],
+            preprocess=[s.to_dict() for s in spec.preprocess],
+            postprocess=spec.postprocess.to_dict() if spec.postprocess else None,
+            labels=list(spec.labels),
+            provenance=plain(spec.provenance),
+        )
+    return info
+
+
+def describe_model(model: Model) -> dict[str, object]:
+    """A model's public metadata, versions newest first."""
+    return {
+        "name": model.name,
+        "description": model.defaults.description,
+        "ready": model.ready,
+        "reason": model.reason or None,
+        "labels": list(model.defaults.labels),
+        "version_policy": model.defaults.version_policy.to_dict(),
+        "versions": [describe_version(v) for _, v in sorted(model.versions.items(), reverse=True)],
+    }

@@ -1,0 +1,170 @@
+"""InferenceService: the one object every transport (REST, v2, later gRPC and messaging) calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.errors import InferenceFailed, InvalidInput, ServingError
+from serving.pipeline import Item, Prediction
+from serving.registry import Model, ModelRegistry, ModelVersion
+from serving.runtimes import RuntimeFactory, default_factories
+from serving.settings import ServingSettings
+
+log = logging.getLogger("modelgate.serving")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model: str
+    version: int
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    model: str
+    version: int
+    outputs: dict[str, np.ndarray]
+
+
+class InferenceService:
+    """Owns the registry; turns items or tensors into answers from the right version."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        factories: Mapping[str, RuntimeFactory] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(settings, factories or default_factories())
+        self._loader: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Discover the repository, then load it (in the background if configured)."""
+        self.registry.discover()
+        if self.settings.load_in_background:
+            self._loader = threading.Thread(
+                target=self.registry.load_pending, name="model-loader", daemon=True
+            )
+            self._loader.start()
+        else:
+            self.registry.load_pending()
+
+    def wait_loaded(self, timeout_seconds: float) -> bool:
+        """Block until background loading ends; True if it did within the timeout."""
+        if self._loader is not None:
+            self._loader.join(timeout_seconds)
+            return not self._loader.is_alive()
+        return True
+
+    def stop(self) -> None:
+        self.registry.unload_all()
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready
+
+    def models(self) -> list[Model]:
+        return self.registry.models
+
+    def model(self, name: str) -> Model:
+        return self.registry.model(name)
+
+    def version(self, name: str, version: int | None = None) -> ModelVersion:
+        """The version a request would be served by; raises if none can serve."""
+        return self.registry.resolve(name, version)
+
+    # -- inference --------------------------------------------------------------------------
+
+    def predict(
+        self, model: str, items: Sequence[Item], version: int | None = None
+    ) -> PredictResult:
+        """Pre-process every item, run them as batches, post-process to labelled predictions."""
+        if not items:
+            raise InvalidInput("no items to predict")
+        if len(items) > self.settings.max_items_per_request:
+            raise InvalidInput(
+                f"{len(items)} items in one request; at most "
+                f"{self.settings.max_items_per_request} are accepted"
+            )
+        target = self.registry.resolve(model, version)
+        assert target.pipeline is not None and target.spec is not None
+        if target.postprocessor is None:
+            raise InvalidInput(
+                f"model '{model}' declares no post-processing; use the tensor (v2) API",
+                details={"model": model},
+            )
+        rows = [target.pipeline.transform(item, i) for i, item in enumerate(items)]
+        batch = {target.spec.inputs[0].name: np.stack(rows)}
+        outputs = self._run(target, batch)
+        return PredictResult(
+            model=model, version=target.version, predictions=target.postprocessor(outputs)
+        )
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], version: int | None = None
+    ) -> InferResult:
+        """Run named tensors that already match the signature; raises InvalidInput otherwise."""
+        target = self.registry.resolve(model, version)
+        assert target.spec is not None
+        declared = {t.name: t for t in target.spec.inputs}
+        unknown = sorted(set(inputs) - set(declared))
+        missing = sorted(set(declared) - set(inputs))
+        if unknown or missing:
+            raise InvalidInput(
+                f"inputs do not match the signature of '{model}': expected {sorted(declared)}",
+                details={"expected": sorted(declared), "missing": missing, "unknown": unknown},
+            )
+        batch_sizes = set()
+        for name, array in inputs.items():
+            spec = declared[name]
+            if array.dtype != spec.dtype:
+                raise InvalidInput(
+                    f"input '{name}' must be {spec.datatype}",
+                    details={"input": name, "expected": spec.datatype, "got": str(array.dtype)},
+                )
+            if array.ndim != len(spec.shape) or array.shape[1:] != spec.item_shape:
+                raise InvalidInput(
+                    f"input '{name}' expects shape {list(spec.shape)}, got {list(array.shape)}",
+                    details={"input": name, "expected": list(spec.shape), "got": list(array.shape)},
+                )
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InvalidInput(f"input '{name}' contains NaN or infinite values")
+            batch_sizes.add(array.shape[0])
+        if len(batch_sizes) != 1 or 0 in batch_sizes:
+            raise InvalidInput("every input must carry the same, non-zero number of items")
+        return InferResult(model=model, version=target.version, outputs=self._run(target, inputs))
+
+    def _run(self, target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feed the runtime batches of at most the version's ``max_batch_size``."""
+        assert target.runtime is not None and target.spec is not None
+        size = next(iter(inputs.values())).shape[0]
+        step = target.spec.max_batch_size
+        chunks: list[dict[str, np.ndarray]] = []
+        for start in range(0, size, step):
+            part = {k: v[start : start + step] for k, v in inputs.items()}
+            try:
+                chunks.append(target.runtime.predict(part))
+            except ServingError:
+                raise
+            except Exception as err:
+                log.exception(
+                    "runtime failed", extra={"model": target.model, "version": target.version}
+                )
+                raise InferenceFailed(
+                    f"model '{target.model}' version {target.version} failed to run the batch"
+                ) from err
+        if len(chunks) == 1:
+            return chunks[0]
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
