@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 from collections.abc import Mapping
@@ -10,10 +11,10 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from blueprints import models, v2
+from blueprints import models, pages, v2
 from blueprints.errors import register_error_handlers
 from config import Config
-from extensions import api
+from extensions import make_api
 from logs import configure_logging
 from serving.runtimes import RuntimeFactory
 from serving.service import InferenceService
@@ -59,9 +60,11 @@ def create_app(
     app.config.from_prefixed_env("MODELGATE")
     if config:
         app.config.update(config)
+    # apispec writes into the options it is given; a per-app copy keeps apps independent.
+    app.config["API_SPEC_OPTIONS"] = copy.deepcopy(app.config["API_SPEC_OPTIONS"])
     configure_logging(app.config["LOG_LEVEL"])
 
-    api.init_app(app)
+    api = make_api(app)
     service = InferenceService(_settings(app.config), runtime_factories)
     app.extensions["modelgate.service"] = service
     service.start()
@@ -70,5 +73,6 @@ def create_app(
     app.after_request(_tag_response)
     api.register_blueprint(models.blp)
     api.register_blueprint(v2.blp)
+    app.register_blueprint(pages.bp)
     register_error_handlers(app)
     return app

@@ -1,14 +1,20 @@
-"""Flask extensions, created unbound here and bound to an app in ``create_app``."""
+"""Per-app extension objects and the helper views use to reach the serving core."""
 
 from __future__ import annotations
 
-from flask import current_app
-from flask_smorest import Api
+from flask import Flask, current_app
 
 from blueprints.errors import EnvelopeApi
 from serving.service import InferenceService
 
-api: Api = EnvelopeApi()
+
+def make_api(app: Flask) -> EnvelopeApi:
+    """The OpenAPI/flask-smorest object of one app.
+
+    Created per app rather than once at module level: flask-smorest keeps the spec on the Api
+    object, so a shared one would serve the spec of whichever app was built last.
+    """
+    return EnvelopeApi(app)
 
 
 def inference_service() -> InferenceService:

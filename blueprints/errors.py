@@ -17,7 +17,7 @@ from flask import Flask, Response, g, jsonify
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from serving.errors import ServingError
+from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 
 log = logging.getLogger("modelgate.http")
 
@@ -54,6 +54,13 @@ def error_response(
     return response
 
 
+_SHARED_CODES = {
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: PayloadTooLarge.code,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaType.code,
+    HTTPStatus.UNPROCESSABLE_ENTITY: InvalidInput.code,
+}
+
+
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None) or {}
@@ -64,23 +71,26 @@ def _http_error(error: HTTPException) -> Response:
     if "errors" in data:
         details["errors"] = data["errors"]
     message = data.get("message") or error.description or HTTPStatus(status).phrase
-    code = "invalid_input" if status == 422 else _snake(HTTPStatus(status).phrase)
+    # The same condition keeps the same code whoever raised it (werkzeug's 413 and the JSON
+    # reader's); a phrase-derived code would also change with Python (3.13 renamed 413).
+    code = _SHARED_CODES.get(status) or _snake(HTTPStatus(status).phrase)
     if status >= 500:
         message = "internal server error"
-    return error_response(status, code, message, details, headers=data.get("headers"))
+    # Keep the exception's own headers (Allow on a 405), not its HTML Content-Type.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    return error_response(status, code, message, details, headers=headers)
 
 
 class EnvelopeApi(Api):
-    """flask-smorest's Api, answering its errors (webargs 422, abort) in our envelope."""
+    """flask-smorest's Api, documenting our error envelope instead of its own."""
 
     ERROR_SCHEMA = ErrorSchema
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
-        if error.code and error.code >= 500:
-            original = getattr(error, "original_exception", None)
-            if original is not None:
-                log.error("unhandled error", exc_info=original)
-        return _http_error(error)
+    def _register_error_handlers(self) -> None:
+        # create_app registers ours for every exception (register_error_handlers below);
+        # flask-smorest's own HTTPException handler would answer in a different shape.
+        pass
 
 
 def _serving_error(error: ServingError) -> Response:
@@ -92,7 +102,7 @@ def _serving_error(error: ServingError) -> Response:
 
 
 def _unexpected(error: Exception) -> Response:
-    log.exception("unhandled error", exc_info=error)
+    log.error("unhandled error", exc_info=error)
     return error_response(500, "internal_error", "internal server error")
 
 

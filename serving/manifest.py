@@ -220,7 +220,9 @@ def _version_policy(table: Any) -> VersionPolicy:
         return VersionPolicy(policy="latest", count=count)
     if policy == "specific":
         versions = _require(table, "versions", list, "version_policy")
-        return VersionPolicy(policy="specific", versions=tuple(int(v) for v in versions))
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in versions):
+            raise ManifestError("version_policy: versions must be a list of integers")
+        return VersionPolicy(policy="specific", versions=tuple(versions))
     raise ManifestError(f"version_policy: unknown policy '{policy}'")
 
 
@@ -273,17 +275,26 @@ def load_version(model: str, version_dir: Path, defaults: ModelDefaults) -> Vers
         if not isinstance(post, dict):
             raise ManifestError(f"{where}: postprocess must be a table")
         labels = post.get("labels", list(defaults.labels))
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ManifestError(f"{where}: postprocess labels must be a list of strings")
         output = post.get("output", outputs[0].name)
         if output not in {t.name for t in outputs}:
             raise ManifestError(f"{where}: postprocess output '{output}' is not a declared output")
+        softmax = post.get("softmax", False)
+        if not isinstance(softmax, bool):
+            raise ManifestError(f"{where}: postprocess softmax must be true or false")
+        top_k = post.get("top_k", 1)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ManifestError(f"{where}: postprocess top_k must be a positive integer")
         postprocess = PostprocessSpec(
-            output=output,
-            softmax=bool(post.get("softmax", False)),
-            top_k=int(post.get("top_k", 1)),
-            labels=tuple(str(x) for x in labels),
+            output=output, softmax=softmax, top_k=top_k, labels=tuple(labels)
         )
     max_batch_size = data.get("max_batch_size", 32)
-    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+    if (
+        isinstance(max_batch_size, bool)
+        or not isinstance(max_batch_size, int)
+        or max_batch_size < 1
+    ):
         raise ManifestError(f"{where}: max_batch_size must be a positive integer")
     return VersionSpec(
         model=model,

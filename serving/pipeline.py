@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from serving.errors import InvalidInput, ManifestError
 from serving.manifest import PostprocessSpec, TensorSpec, VersionSpec
@@ -21,6 +23,10 @@ from serving.steps import Step, StepContext, build_step
 Item = bytes | Mapping[str, Any] | Sequence[Any] | np.ndarray
 
 _KIND_NAMES = {"bytes": "an image file", "features": "named features"}
+
+
+def _without_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _decode_b64(item: Mapping[str, Any], index: int) -> bytes:
@@ -59,6 +65,25 @@ class Pipeline:
             raise ManifestError("pre-processing steps need a model with exactly one input")
         steps = [build_step(s.step, s.params, context) for s in spec.preprocess]
         return cls(steps, spec.inputs[0])
+
+    def self_test(self) -> None:
+        """Push a synthetic item through the steps; raises ManifestError if the result cannot
+        be the declared input, so a wrong pipeline fails at load, not on every request."""
+        sample: Item
+        if self.accepts == "bytes":
+            image = Image.new("RGB", (40, 48), (240, 240, 240))
+            ImageDraw.Draw(image).rectangle((12, 10, 26, 38), fill=(20, 20, 20))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            sample = buffer.getvalue()
+        elif self.accepts == "features":
+            sample = dict.fromkeys(getattr(self._steps[0], "names", ()), 0.0)
+        else:
+            return
+        try:
+            self.transform(sample)
+        except InvalidInput as err:
+            raise ManifestError(f"pre-processing does not fit the input: {err.message}") from err
 
     def transform(self, item: Item, index: int = 0) -> np.ndarray:
         """One item to one row of the input tensor; raises InvalidInput naming the item."""
@@ -99,10 +124,11 @@ class Pipeline:
         if (
             array.shape != expected
             and isinstance(value, np.ndarray)
-            and array.size == int(np.prod(expected))
+            and _without_ones(array.shape) == _without_ones(expected)
         ):
             # A step's array that only lacks the channel axis (8x8 for 8x8x1) is the same row;
-            # a client's raw list must match exactly.
+            # a client's raw list must match exactly. Same size is not enough: CHW reshaped
+            # to HWC would scramble the pixels.
             array = array.reshape(expected)
         if array.shape != expected:
             raise InvalidInput(

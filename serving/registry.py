@@ -128,12 +128,23 @@ class ModelRegistry:
                 try:
                     version.spec = load_version(name, available[number], defaults)
                 except ManifestError as err:
-                    version.fail(str(err))
+                    version.fail(self._public(str(err)))
+                except Exception as err:
+                    # A gap in the parser's checks must fail this version, not the whole repo.
+                    log.exception("unexpected error parsing %s v%s", name, number)
+                    version.fail(f"manifest.toml: unexpected {type(err).__name__} (see the log)")
                 model.versions[number] = version
             models[name] = model
         with self._lock:
             self._models = models
             self._discovered = True
+
+    def _public(self, reason: str) -> str:
+        """A reason fit for API clients: no absolute server paths."""
+        root = self._settings.model_root
+        for prefix in {str(root.resolve()), str(root)}:
+            reason = reason.replace(prefix, "<model_root>")
+        return reason
 
     def load_pending(self) -> None:
         """Load every version still LOADING, one after another."""
@@ -153,6 +164,7 @@ class ModelRegistry:
                     f"unknown runtime '{spec.runtime}' (known: {sorted(self._factories)})"
                 )
             pipeline = Pipeline.from_spec(spec, self._context)
+            pipeline.self_test()
             postprocessor = Postprocessor(spec.postprocess) if spec.postprocess else None
             runtime = factory(spec, self._settings)
             runtime.load()
@@ -168,11 +180,11 @@ class ModelRegistry:
             if postprocessor is not None:
                 postprocessor(outputs)
         except ServingError as err:
-            version.fail(err.message)
+            version.fail(self._public(err.message))
             return
         except Exception as err:
             log.exception("unexpected error loading %s v%s", spec.model, spec.version)
-            version.fail(f"{type(err).__name__}: {err}")
+            version.fail(f"unexpected {type(err).__name__} while loading (see the log)")
             return
         version.runtime = runtime
         version.pipeline = pipeline

@@ -15,6 +15,14 @@ from serving.service import InferResult
 # Which JSON number kinds may become which datatype: a float must never be silently
 # truncated into an integer tensor.
 _ACCEPTED_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+_KIND_WORDS = {
+    "b": "booleans",
+    "i": "integers",
+    "u": "integers",
+    "f": "floating-point numbers",
+    "U": "strings",
+    "S": "strings",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,9 @@ def _tensor(raw: Any, index: int) -> tuple[str, np.ndarray]:
         else:
             array = np.asarray(raw["data"])
             if array.size and array.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, ""):
+                found = _KIND_WORDS.get(array.dtype.kind, "values of mixed types")
                 raise InvalidInput(
-                    f"{where}: data of kind {array.dtype.kind!r} cannot be {datatype}",
+                    f"{where}: {found} cannot be {datatype}",
                     details={"input": name, "datatype": datatype},
                 )
             if dtype.kind in "iu" and array.size:

@@ -80,23 +80,27 @@ class TFLiteRuntime:
                 )
         self._local.interpreter = interpreter
 
-    def _interpreter(self) -> Any:
+    def _interpreter(self) -> tuple[Any, dict[int, tuple[int, ...]]]:
+        """This thread's interpreter and the input shapes it is currently allocated for."""
         interpreter = getattr(self._local, "interpreter", None)
         if interpreter is None:
             interpreter = self._new_interpreter()
             self._local.interpreter = interpreter
-        return interpreter
+        shapes = getattr(self._local, "shapes", None)
+        if shapes is None:
+            shapes = {d["index"]: tuple(d["shape"]) for d in interpreter.get_input_details()}
+            self._local.shapes = shapes
+        return interpreter, shapes
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        interpreter = self._interpreter()
+        interpreter, shapes = self._interpreter()
         resized = False
         for name, index in self._input_index.items():
-            array = inputs[name]
-            current = interpreter.get_input_details()
-            shape = next(d["shape"] for d in current if d["index"] == index)
-            if tuple(shape) != array.shape:
-                # Resizing re-plans the arena; only do it when the batch size changes.
-                interpreter.resize_tensor_input(index, array.shape, strict=False)
+            shape = inputs[name].shape
+            if shapes.get(index) != shape:
+                # Resizing re-plans the tensor arena: only when the batch size changes.
+                interpreter.resize_tensor_input(index, shape, strict=False)
+                shapes[index] = shape
                 resized = True
         if resized:
             interpreter.allocate_tensors()
