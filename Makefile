@@ -15,9 +15,18 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-## run: install into .venv and serve the bundled models on http://127.0.0.1:8000
-run: $(BIN)/.runtime
-	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+## run: install into .venv, migrate the database, serve the bundled models on http://127.0.0.1:8000
+run: $(BIN)/.runtime instance/jwt-secret
+	@set -e; \
+	export MODELGATE_JWT_SECRET_KEY="$${MODELGATE_JWT_SECRET_KEY:-$$(cat instance/jwt-secret)}"; \
+	$(BIN)/flask --app app db upgrade; \
+	$(BIN)/flask --app app users bootstrap; \
+	exec $(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+
+# A random signing key per installation, readable by its owner only; never a default in code.
+instance/jwt-secret:
+	mkdir -p instance
+	umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))" > $@
 
 ## test: lint, type-check and run the whole test suite
 test: $(BIN)/.dev lint

@@ -3,10 +3,12 @@ tests pass a mapping to ``create_app``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, ClassVar
 
 BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
 
 
 class Config:
@@ -21,6 +23,43 @@ class Config:
     MAX_IMAGE_PIXELS = 25_000_000
     MAX_ITEMS_PER_REQUEST = 256
     LOG_LEVEL = "INFO"
+    # None: serve unless a `flask` CLI command other than `run` built the app (migrations and
+    # user management must not load TensorFlow).
+    START_SERVING: bool | None = None
+
+    # State shared by every worker and replica: SQLite next to the app by default,
+    # PostgreSQL when MODELGATE_DATABASE_URL (or DATABASE_URL) says so.
+    SQLALCHEMY_DATABASE_URI = f"sqlite:///{INSTANCE_DIR / 'modelgate.db'}"
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
+
+    # No default secret: `make run` generates one into instance/ on first start.
+    JWT_SECRET_KEY: str | None = None
+    JWT_ALGORITHM = "HS256"
+    JWT_DECODE_ALGORITHMS: ClassVar[list[str]] = ["HS256"]
+    JWT_ACCESS_TOKEN_EXPIRES = dt.timedelta(minutes=15)
+    JWT_REFRESH_TOKEN_EXPIRES = dt.timedelta(days=7)
+    JWT_TOKEN_LOCATION: ClassVar[list[str]] = ["headers", "cookies"]
+    JWT_COOKIE_CSRF_PROTECT = True
+    JWT_COOKIE_SAMESITE = "Lax"
+    JWT_COOKIE_SECURE = True
+    JWT_SESSION_COOKIE = False
+    JWT_ERROR_MESSAGE_KEY = "error"
+    MIN_SECRET_BYTES = 32
+
+    # Rate limits (flask-limiter notation). The storage defaults to the shared database so
+    # counts are exact across workers; set a redis:// URI to share them across replicas.
+    RATELIMIT_STORAGE_URI: str | None = None
+    RATELIMIT_PER_IP = "1200 per minute"
+    RATELIMIT_PER_PRINCIPAL = "600 per minute"
+    RATELIMIT_LOGIN_PER_IP = "30 per minute"
+    RATELIMIT_LOGIN_PER_USER = "10 per minute"
+    RATELIMIT_ROUTES: ClassVar[dict[str, str]] = {}
+    RATELIMIT_MODELS: ClassVar[dict[str, str]] = {}
+    # How many proxies in front set X-Forwarded-For; 0 trusts none (a forged header is ignored).
+    TRUSTED_PROXY_COUNT = 0
+    MAX_JSON_DEPTH = 64
+    MAX_FORM_PARTS = 64
+    MAX_FORM_MEMORY_SIZE = 64 * 1024
 
     API_TITLE = "ModelGate"
     API_VERSION = "0.1.0"
@@ -44,3 +83,6 @@ class TestingConfig(Config):
     TESTING = True
     LOAD_MODELS_IN_BACKGROUND = False
     LOG_LEVEL = "WARNING"
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    JWT_SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
+    JWT_COOKIE_SECURE = False

@@ -1,11 +1,24 @@
-"""Per-app extension objects and the helper views use to reach the serving core."""
+"""Extension objects, created unbound here and bound to an app in ``create_app``."""
 
 from __future__ import annotations
 
 from flask import Flask, current_app
+from flask_jwt_extended import JWTManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
 
 from blueprints.errors import EnvelopeApi
 from serving.service import InferenceService
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+jwt = JWTManager()
 
 
 def make_api(app: Flask) -> EnvelopeApi:

@@ -15,3 +15,8 @@ accesslog = "-"
 errorlog = "-"
 # Log lines carry the request id so a client's X-Request-ID can be found in the logs.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+# Do not announce the server software or its version in every response.
+import gunicorn.http.wsgi as _wsgi  # noqa: E402
+
+_wsgi.SERVER = "modelgate"

@@ -68,6 +68,7 @@ def _http_error(error: HTTPException) -> Response:
     # webargs puts validation messages in data["messages"], keyed by location.
     if "messages" in data:
         details["errors"] = data["messages"]
+        data = {**data, "message": data.get("message") or "the request does not validate"}
     if "errors" in data:
         details["errors"] = data["errors"]
     message = data.get("message") or error.description or HTTPStatus(status).phrase
@@ -93,6 +94,44 @@ class EnvelopeApi(Api):
         pass
 
 
+class ApiError(Exception):
+    """An error of the web product itself (auth, administration), not of serving."""
+
+    status: int = 500
+    code: str = "internal_error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only per class
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="modelgate"'}  # noqa: RUF012
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+def _api_error(error: ApiError) -> Response:
+    return error_response(error.status, error.code, error.message, error.details, error.headers)
+
+
 def _serving_error(error: ServingError) -> Response:
     status = int(error.status)
     if status >= 500:
@@ -108,5 +147,6 @@ def _unexpected(error: Exception) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ServingError, _serving_error)
+    app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -8,6 +8,8 @@ from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from accounts.auth import requires
+from accounts.usage import count_items
 from blueprints.errors import ErrorSchema
 from blueprints.io import predict_items
 from blueprints.schemas import PREDICT_REQUEST_BODY, ModelSchema, PredictResponseSchema
@@ -49,6 +51,7 @@ def _document_errors(view: Any) -> Any:
 
 @blp.route("")
 class Models(MethodView):
+    @requires("models:read")
     @blp.response(200, ModelSchema(many=True))
     def get(self) -> list[dict[str, object]]:
         """List models
@@ -61,6 +64,7 @@ class Models(MethodView):
 
 @blp.route("/<name>")
 class ModelDetail(MethodView):
+    @requires("models:read")
     @blp.response(200, ModelSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="Unknown model")
     def get(self, name: str) -> dict[str, object]:
@@ -73,6 +77,7 @@ class ModelDetail(MethodView):
 
 @blp.route("/<name>/predict")
 class Predict(MethodView):
+    @requires("infer")
     @blp.doc(requestBody=PREDICT_REQUEST_BODY)
     @blp.response(
         200,
@@ -92,11 +97,14 @@ class Predict(MethodView):
         as the version declares, the items run as one batch, and each answer gives the top
         label, its score and the top-k.
         """
-        return _predict_answer(inference_service().predict(name, predict_items()))
+        items = predict_items()
+        count_items(len(items))
+        return _predict_answer(inference_service().predict(name, items))
 
 
 @blp.route("/<name>/versions/<int:version>/predict")
 class PredictVersion(MethodView):
+    @requires("infer")
     @blp.doc(requestBody=PREDICT_REQUEST_BODY)
     @blp.response(200, PredictResponseSchema)
     @_document_errors
@@ -105,4 +113,6 @@ class PredictVersion(MethodView):
 
         Same as predicting with the model, but only the given version answers.
         """
-        return _predict_answer(inference_service().predict(name, predict_items(), version))
+        items = predict_items()
+        count_items(len(items))
+        return _predict_answer(inference_service().predict(name, items, version))

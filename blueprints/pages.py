@@ -1,16 +1,15 @@
-"""HTML pages. The full upload UI comes with its own issue; this is the landing page."""
+"""HTML pages. The full browser UI comes with its own issue; this is the public landing page."""
 
 from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from extensions import inference_service
-from serving.registry import describe_model
+from accounts.auth import public
 
 bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
+@public
 def index() -> str:
-    models = [describe_model(m) for m in inference_service().models()]
-    return render_template("index.html", models=models)
+    return render_template("index.html")

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from accounts.auth import public, requires
 from blueprints.errors import ErrorSchema
 from blueprints.io import read_json
 from blueprints.schemas import (
@@ -78,6 +79,7 @@ def _infer(name: str, version: str | None) -> dict[str, Any]:
 
 @blp.route("")
 class Server(MethodView):
+    @requires("models:read")
     @blp.response(200, V2ServerMetadataSchema)
     def get(self) -> dict[str, Any]:
         """Server metadata"""
@@ -86,7 +88,9 @@ class Server(MethodView):
 
 @blp.route("/health/live")
 class Live(MethodView):
+    @public
     @blp.response(200, LiveSchema)
+    @blp.doc(security=[])
     def get(self) -> dict[str, bool]:
         """Liveness: the process answers"""
         return {"live": inference_service().live}
@@ -94,8 +98,10 @@ class Live(MethodView):
 
 @blp.route("/health/ready")
 class Ready(MethodView):
+    @public
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Models are still loading")
+    @blp.doc(security=[])
     def get(self) -> tuple[dict[str, bool], int]:
         """Readiness: every model version has loaded (or failed) and one at least is ready"""
         ready = inference_service().ready
@@ -104,6 +110,7 @@ class Ready(MethodView):
 
 @blp.route("/models/<name>")
 class ModelMetadata(MethodView):
+    @requires("models:read")
     @blp.response(200, V2ModelMetadataSchema)
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(503, schema=ErrorSchema)
@@ -114,6 +121,7 @@ class ModelMetadata(MethodView):
 
 @blp.route("/models/<name>/versions/<version>")
 class VersionMetadata(MethodView):
+    @requires("models:read")
     @blp.response(200, V2ModelMetadataSchema)
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(503, schema=ErrorSchema)
@@ -124,6 +132,7 @@ class VersionMetadata(MethodView):
 
 @blp.route("/models/<name>/ready")
 class ModelReady(MethodView):
+    @requires("models:read")
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Not ready")
     @blp.alt_response(404, schema=ErrorSchema)
@@ -134,6 +143,7 @@ class ModelReady(MethodView):
 
 @blp.route("/models/<name>/versions/<version>/ready")
 class VersionReady(MethodView):
+    @requires("models:read")
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Not ready")
     @blp.alt_response(404, schema=ErrorSchema)
@@ -165,6 +175,7 @@ def _infer_doc(view: Any) -> Any:
 
 @blp.route("/models/<name>/infer")
 class Infer(MethodView):
+    @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
     def post(self, name: str) -> dict[str, Any]:
@@ -178,6 +189,7 @@ class Infer(MethodView):
 
 @blp.route("/models/<name>/versions/<version>/infer")
 class InferVersion(MethodView):
+    @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
     def post(self, name: str, version: str) -> dict[str, Any]:

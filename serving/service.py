@@ -165,6 +165,21 @@ class InferenceService:
                 raise InferenceFailed(
                     f"model '{target.model}' version {target.version} failed to run the batch"
                 ) from err
-        if len(chunks) == 1:
-            return chunks[0]
-        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        outputs = (
+            chunks[0]
+            if len(chunks) == 1
+            else {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        )
+        for name, array in outputs.items():
+            # NaN and Infinity are not JSON; an answer containing them would be unreadable.
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                log.error(
+                    "non-finite output '%s'",
+                    name,
+                    extra={"model": target.model, "version": target.version},
+                )
+                raise InferenceFailed(
+                    f"model '{target.model}' version {target.version} produced NaN or "
+                    "infinite values"
+                )
+        return outputs

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_jwt_extended import create_access_token
 from PIL import Image
 from werkzeug.test import TestResponse
 
+from accounts.models import User
+from accounts.security import ROLES, hash_password
 from app import create_app
+from extensions import db
 from serving.runtimes import RuntimeFactory
 from serving.runtimes.fake import fake_factory
 from serving.service import InferenceService
@@ -19,6 +25,42 @@ from serving.settings import ServingSettings
 from tests import fake_repo
 
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+PASSWORD = "correct horse battery staple"
+
+
+@functools.cache
+def password_hash() -> str:
+    # Argon2 is slow on purpose; hash the shared test password once per session.
+    return hash_password(PASSWORD)
+
+
+def seed_users(app: Flask) -> None:
+    """Create the schema and one user per role, named after the role, password PASSWORD."""
+    with app.app_context():
+        db.create_all()
+        for role in ROLES:
+            db.session.add(
+                User(username=role, role=role, scopes="infer:*", password_hash=password_hash())
+            )
+        db.session.commit()
+
+
+def token_for(app: Flask, username: str) -> str:
+    """An access token as /auth/token issues it, without paying for a password check (the
+    tests of /auth/token itself go through the route)."""
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).filter_by(username=username))
+        assert user is not None
+        token: str = create_access_token(identity=f"user:{user.id}")
+        return token
+
+
+def client_as(app: Flask, username: str | None) -> FlaskClient:
+    """A test client that sends the given user's bearer token (none for ``None``)."""
+    client = app.test_client()
+    if username is not None:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token_for(app, username)}"
+    return client
 
 
 @pytest.fixture
@@ -60,7 +102,7 @@ def make_app(repo: Path) -> Callable[..., Flask]:
         factories: Mapping[str, RuntimeFactory] | None = None,
         **config: Any,
     ) -> Flask:
-        return create_app(
+        app = create_app(
             {
                 "TESTING": True,
                 "MODEL_ROOT": str(root or repo),
@@ -69,6 +111,8 @@ def make_app(repo: Path) -> Callable[..., Flask]:
             },
             runtime_factories=factories or {"fake": fake_factory},
         )
+        seed_users(app)
+        return app
 
     return make
 
@@ -80,20 +124,28 @@ def app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """Signed in as an admin: tests of serving behaviour are not about permissions."""
+    return client_as(app, "admin")
+
+
+@pytest.fixture
+def anon_client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
 @pytest.fixture(scope="session")
 def bundled_app() -> Flask:
     """The real bundled models, loaded once for the session (TensorFlow is slow to start)."""
-    return create_app(
+    app = create_app(
         {"TESTING": True, "MODEL_ROOT": str(BUNDLED_MODELS), "LOAD_MODELS_IN_BACKGROUND": False}
     )
+    seed_users(app)
+    return app
 
 
 @pytest.fixture
 def bundled_client(bundled_app: Flask) -> FlaskClient:
-    return bundled_app.test_client()
+    return client_as(bundled_app, "predictor")
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from extensions import inference_service
 from serving.manifest import VersionSpec
 from serving.runtimes.fake import FakeRuntime
-from tests.conftest import assert_error
+from tests.conftest import assert_error, client_as
 
 SECRET = "/srv/modelgate/internal/secret.py"
 
@@ -47,7 +47,9 @@ def test_unexpected_exception_in_a_view_is_500_without_internals(
     with app.app_context():
         monkeypatch.setattr(inference_service(), "predict", explode)
 
-    response = app.test_client().post("/api/models/tab/predict", json={"instances": [[1, 2, 3]]})
+    response = client_as(app, "admin").post(
+        "/api/models/tab/predict", json={"instances": [[1, 2, 3]]}
+    )
 
     body = assert_error(response, 500, "internal_error")
     assert body["error"] == "internal server error"
@@ -58,7 +60,7 @@ def test_unexpected_exception_in_a_view_is_500_without_internals(
 def test_http_500_raised_by_a_view_hides_its_description(app: Flask) -> None:
     app.add_url_rule("/api/boom", "boom", lambda: abort(500, f"db at {SECRET} is down"))
 
-    response = app.test_client().get("/api/boom")
+    response = client_as(app, "admin").get("/api/boom")
 
     assert assert_error(response, 500, "internal_server_error")["error"] == "internal server error"
     assert_nothing_leaks(response.get_data(as_text=True))

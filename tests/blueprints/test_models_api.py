@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 from werkzeug.test import TestResponse
 
-from tests.conftest import assert_error, png_bytes
+from tests.conftest import assert_error, client_as, png_bytes
 
 MakeApp = Callable[..., Flask]
 
@@ -222,7 +222,7 @@ def test_predict_refuses_empty_uploads(client: FlaskClient) -> None:
 
 
 def test_predict_refuses_too_many_items(make_app: MakeApp) -> None:
-    client = make_app(MAX_ITEMS_PER_REQUEST=2).test_client()
+    client = client_as(make_app(MAX_ITEMS_PER_REQUEST=2), "admin")
 
     response = client.post("/api/models/tab/predict", json={"instances": [[1, 2, 3]] * 3})
 
@@ -230,7 +230,7 @@ def test_predict_refuses_too_many_items(make_app: MakeApp) -> None:
 
 
 def test_body_over_max_content_length_is_413(make_app: MakeApp) -> None:
-    client = make_app(MAX_CONTENT_LENGTH=1000).test_client()
+    client = client_as(make_app(MAX_CONTENT_LENGTH=1000), "admin")
     big = b"\x89PNG" + bytes(2000)
 
     upload = client.post("/api/models/img/predict", data={"file": (io.BytesIO(big), "a.png")})
@@ -241,7 +241,7 @@ def test_body_over_max_content_length_is_413(make_app: MakeApp) -> None:
 
 
 def test_json_over_max_json_bytes_is_413(make_app: MakeApp) -> None:
-    client = make_app(MAX_JSON_BYTES=200).test_client()
+    client = client_as(make_app(MAX_JSON_BYTES=200), "admin")
     body = json.dumps({"instances": [[1.0, 2.0, 3.0]] * 20})
     assert len(body) > 200
 

@@ -9,6 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.conftest import client_as
+
 MakeApp = Callable[..., Flask]
 
 _HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -22,10 +24,10 @@ def spec_of(client: FlaskClient) -> dict[str, Any]:
 
 
 def api_rules(app: Flask) -> dict[str, set[str]]:
-    """The app's /api and /v2 routes in OpenAPI spelling, with their methods."""
+    """The app's /api, /auth and /v2 routes in OpenAPI spelling, with their methods."""
     rules: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith(("/api/", "/v2")):
+        if not rule.rule.startswith(("/api/", "/auth/", "/v2")):
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         methods = {m.lower() for m in rule.methods or ()} & _HTTP_METHODS
@@ -103,8 +105,8 @@ def test_vendored_swagger_ui_assets_are_served(client: FlaskClient) -> None:
 
 
 def test_each_app_serves_its_own_openapi_spec(make_app: MakeApp) -> None:
-    first = make_app(API_TITLE="first").test_client()
-    second = make_app(API_TITLE="second").test_client()
+    first = client_as(make_app(API_TITLE="first"), "admin")
+    second = client_as(make_app(API_TITLE="second"), "admin")
 
     assert spec_of(first)["info"]["title"] == "first"
     assert spec_of(second)["info"]["title"] == "second"

@@ -17,7 +17,7 @@ from serving.manifest import VersionSpec
 from serving.runtimes.fake import FakeRuntime
 from serving.settings import ServingSettings
 from tests import fake_repo
-from tests.conftest import assert_error
+from tests.conftest import assert_error, client_as
 
 MakeApp = Callable[..., Flask]
 
@@ -75,7 +75,7 @@ def test_live_and_ready_once_models_loaded(client: FlaskClient) -> None:
 
 def test_not_ready_when_no_version_could_load(tmp_path: Path, make_app: MakeApp) -> None:
     fake_repo.write_version(tmp_path, "broken", 1, "runtime = [")
-    client = make_app(root=tmp_path).test_client()
+    client = client_as(make_app(root=tmp_path), "admin")
 
     response = client.get("/v2/health/ready")
 
@@ -102,7 +102,7 @@ def test_not_ready_while_models_load_in_the_background(make_app: MakeApp) -> Non
         factories={"fake": lambda spec, settings: GatedRuntime(spec, gate)},
         LOAD_MODELS_IN_BACKGROUND=True,
     )
-    client = app.test_client()
+    client = client_as(app, "admin")
     try:
         assert client.get("/v2/health/live").get_json() == {"live": True}
         assert client.get("/v2/health/ready").status_code == 503
@@ -222,7 +222,7 @@ def test_infer_outputs_filter_returns_only_the_named_outputs(
     tmp_path: Path, make_app: MakeApp
 ) -> None:
     fake_repo.write_version(tmp_path, "two", 1, TWO_OUTPUTS)
-    client = make_app(root=tmp_path, factories={"fake": two_outputs_factory}).test_client()
+    client = client_as(make_app(root=tmp_path, factories={"fake": two_outputs_factory}), "admin")
     url = "/v2/models/two/infer"
     rows = [[1, 9, 3], [7, 2, 3]]
 
@@ -280,7 +280,7 @@ def test_infer_with_a_body_that_is_not_json_is_422(client: FlaskClient) -> None:
 
 
 def test_infer_body_over_max_json_bytes_is_413(make_app: MakeApp) -> None:
-    client = make_app(MAX_JSON_BYTES=100).test_client()
+    client = client_as(make_app(MAX_JSON_BYTES=100), "admin")
     data = infer_body([[1.0, 2.0, 3.0]] * 20, [20, 3])
 
     assert_error(client.post("/v2/models/tab/infer", data=data), 413, "payload_too_large")
