@@ -2,7 +2,7 @@
 
 Default deny: a view is reachable without credentials only if marked ``@public``; every other
 view needs a principal with the permission it declares through ``@requires`` (a view that
-declares nothing needs ``admin``). ``tests/blueprints/test_security.py`` walks the URL map to
+declares nothing needs ``admin``). ``tests/security/test_permissions.py`` walks the URL map to
 keep it that way.
 """
 
@@ -26,6 +26,7 @@ from extensions import db, jwt
 F = TypeVar("F", bound=Callable[..., Any])
 
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type")
+KEY_PREFIX_CLAIM = "key_prefix"
 _CHALLENGE = Unauthorized.headers
 
 
@@ -86,22 +87,25 @@ def _raw_token() -> str | None:
 
 def _principal_from_jwt() -> Principal:
     verify_jwt_in_request()
-    return principal_from_subject(get_jwt().get("sub"))
+    claims = get_jwt()
+    return principal_from_subject(claims.get("sub"), key_prefix=claims.get(KEY_PREFIX_CLAIM))
 
 
-def principal_from_subject(subject: object) -> Principal:
-    """A token's subject is ``user:<id>`` or ``key:<id>`` (a key exchanged for a token).
+def principal_from_subject(subject: object, *, key_prefix: object = None) -> Principal:
+    """A token's subject is ``user:<id>`` or ``key:<id>`` (a key exchanged for a token, which
+    also carries the prefix of the secret it was exchanged for in ``key_prefix``).
 
-    Looked up on every request, so a disabled user or a revoked key loses access on every
-    worker at once, whatever tokens are still in circulation.
+    Looked up on every request, so a disabled user or a revoked or rotated key loses access
+    on every worker at once, whatever tokens are still in circulation.
     """
     kind, _, raw_id = str(subject).partition(":")
     if kind not in ("user", "key") or not raw_id.isdigit():
         raise Unauthorized("invalid token subject")
     if kind == "key":
         key = db.session.get(ApiKey, int(raw_id))
-        if key is None or key.revoked_at is not None:
-            raise Unauthorized("this API key has been revoked")
+        # Rotation gives the key a new prefix: tokens exchanged for the old secret end with it.
+        if key is None or key.revoked_at is not None or key.prefix != key_prefix:
+            raise Unauthorized("this API key has been revoked or rotated")
         return _key_principal(key)
     user = db.session.get(User, int(raw_id))
     if user is None or user.disabled:

@@ -19,6 +19,7 @@ from flask_smorest import Blueprint
 from jwt import InvalidTokenError
 
 from accounts.auth import (
+    KEY_PREFIX_CLAIM,
     authenticate,
     principal_from_subject,
     public,
@@ -26,7 +27,7 @@ from accounts.auth import (
     revoke,
 )
 from accounts.models import User
-from accounts.security import verify_password
+from accounts.security import split_api_key, verify_password
 from blueprints.errors import BadRequest, ErrorSchema, Forbidden, Unauthorized
 from extensions import db
 
@@ -51,10 +52,10 @@ class LogoutSchema(ma.Schema):
     )
 
 
-def _tokens(subject: str, *, refresh: bool) -> dict[str, Any]:
+def _tokens(subject: str, *, refresh: bool, claims: dict[str, str] | None = None) -> dict[str, Any]:
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     body: dict[str, Any] = {
-        "access_token": create_access_token(identity=subject),
+        "access_token": create_access_token(identity=subject, additional_claims=claims),
         "token_type": "Bearer",
         "expires_in": int(expires.total_seconds()),
     }
@@ -82,7 +83,8 @@ class Token(MethodView):
             if not request.headers.get("X-API-Key"):
                 raise Unauthorized("send a username and password, or an X-API-Key header")
             principal = authenticate()
-            return _tokens(f"key:{principal.id}", refresh=False)
+            prefix, _ = split_api_key(request.headers["X-API-Key"]) or ("", "")
+            return _tokens(f"key:{principal.id}", refresh=False, claims={KEY_PREFIX_CLAIM: prefix})
         if "username" not in login or "password" not in login:
             raise Unauthorized("send both a username and a password")
         user = db.session.execute(sa.select(User).filter_by(username=login["username"])).scalar()

@@ -6,9 +6,8 @@ Create Date: 2026-11-25 18:48:00.064205
 
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "2acc39a01c77"
