@@ -101,6 +101,25 @@ def _should_serve(app: Flask) -> bool:
     return context is None or context.info_name == "run"
 
 
+_SECURITY_ERRORS = {
+    "401": "Missing, invalid, expired or revoked credentials",
+    "403": "The role or scopes do not allow this",
+    "429": "A rate limit or quota is used up (see Retry-After)",
+}
+
+
+def _document_security_errors(api: Any) -> None:
+    """Every protected operation may answer 401, 403 and 429; say so once, here."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for operations in api.spec._paths.values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or operation.get("security") == []:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in _SECURITY_ERRORS.items():
+                responses.setdefault(status, {"description": description, **error})
+
+
 def _assign_request_id() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
@@ -155,6 +174,7 @@ def create_app(
     api.register_blueprint(v2.blp)
     api.register_blueprint(admin.blp)
     app.register_blueprint(pages.bp)
+    _document_security_errors(api)
     app.cli.add_command(users_cli)
     register_error_handlers(app)
     return app

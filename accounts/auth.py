@@ -197,7 +197,21 @@ def _token_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
     # Runs before _token_has_required_claims: a token without a jti is refused there, and
     # looking up a NULL key would only warn (SQLAlchemy may make that an error).
     jti = data.get("jti")
-    return jti is not None and db.session.get(RevokedToken, jti) is not None
+    if jti is None:
+        return False
+    if db.session.get(RevokedToken, jti) is not None:
+        return True
+    kind, _, raw_id = str(data.get("sub")).partition(":")
+    if kind == "user" and raw_id.isdigit():
+        user = db.session.get(User, int(raw_id))
+        cutoff = user.tokens_valid_after if user is not None else None
+        if cutoff is not None:
+            # SQLite hands back naive datetimes; they were stored in UTC.
+            cutoff = cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=dt.UTC)
+            # iat has whole seconds: a token from the second of the change itself survives,
+            # so signing in again right after a password change works at once.
+            return int(data.get("iat", 0)) < int(cutoff.timestamp())
+    return False
 
 
 def revoke(claims: dict[str, Any]) -> None:

@@ -24,6 +24,11 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     # Space-separated scopes such as "infer:*" or "infer:digits infer:iris".
     scopes: orm.Mapped[str] = orm.mapped_column(sa.String(1024), default="")
     disabled: orm.Mapped[bool] = orm.mapped_column(default=False)
+    # Tokens issued before this instant are refused: set when the password changes, so a
+    # stolen token or refresh token dies with the old password.
+    tokens_valid_after: orm.Mapped[dt.datetime | None] = orm.mapped_column(
+        sa.DateTime(timezone=True), nullable=True
+    )
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(
         sa.DateTime(timezone=True), default=utcnow
     )

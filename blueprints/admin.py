@@ -165,6 +165,7 @@ class UserDetail(MethodView):
     def patch(self, data: dict[str, Any], user_id: int) -> dict[str, Any]:
         """Change a user's role, scopes or password, or disable them
 
+        A new password ends every token issued before it, on every worker and replica.
         A disabled user's tokens stop working on every worker and replica at once.
         """
         user = db.session.get(User, user_id)
@@ -178,6 +179,7 @@ class UserDetail(MethodView):
             user.disabled = data["disabled"]
         if "password" in data:
             user.password_hash = hash_password(data["password"])
+            user.tokens_valid_after = utcnow()
         db.session.commit()
         return _user_dump(user)
 

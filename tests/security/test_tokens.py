@@ -152,6 +152,27 @@ def test_tokens_are_refused_after_logout(anon_client: FlaskClient) -> None:
     assert_unauthorized(anon_client.post("/auth/logout", headers=bearer(access)))
 
 
+def test_a_password_change_ends_tokens_issued_before_it(
+    anon_client: FlaskClient, client: FlaskClient
+) -> None:
+    tokens = login(anon_client)
+    assert anon_client.get(PROTECTED, headers=bearer(tokens["access_token"])).status_code == 200
+    time.sleep(1.1)  # token times are whole seconds; change the password in a later second
+
+    changed = client.patch("/api/users/1", json={"password": "a brand new password 42"})
+
+    assert changed.status_code == 200, changed.get_json()
+    assert_unauthorized(anon_client.get(PROTECTED, headers=bearer(tokens["access_token"])))
+    assert_unauthorized(anon_client.post("/auth/refresh", headers=bearer(tokens["refresh_token"])))
+    fresh = anon_client.post(
+        "/auth/token", json={"username": "viewer", "password": "a brand new password 42"}
+    )
+    assert (
+        anon_client.get(PROTECTED, headers=bearer(fresh.get_json()["access_token"])).status_code
+        == 200
+    )
+
+
 def _set_user(app: Flask, username: str, *, delete: bool = False) -> None:
     with app.app_context():
         user = db.session.scalar(sa.select(User).filter_by(username=username))

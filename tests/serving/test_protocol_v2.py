@@ -235,3 +235,10 @@ def test_encode_refuses_an_unknown_output_name() -> None:
         encode(outputs=("logits", "probs"))
 
     assert caught.value.details == {"available": ["classes", "logits", "names"]}
+
+
+def test_a_value_beyond_fp32_decodes_to_inf_for_the_service_to_refuse() -> None:
+    request = decode_request(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1e39]}]}
+    )
+    assert np.isinf(request.inputs["x"]).all()
