@@ -29,7 +29,7 @@ from accounts.auth import principal_if_valid
 from blueprints.io import read_json
 from serving.errors import ServingError
 
-LOGIN_ENDPOINT = "auth.Token"
+LOGIN_ENDPOINTS = frozenset({"auth.Token", "pages.login"})
 # Returned for limits that the request is exempt from (flask-limiter evaluates the limit
 # string before the exemption); never counted.
 _UNUSED = "1 per second"
@@ -91,16 +91,19 @@ def _by_config(
 
 
 def _is_login() -> bool:
-    return request.endpoint == LOGIN_ENDPOINT and request.method == "POST"
+    return request.endpoint in LOGIN_ENDPOINTS and request.method == "POST"
 
 
 def _login_username() -> str:
-    try:
-        body = read_json()
-    except ServingError:
-        # Not a JSON login (an API key exchange) or a malformed one that the view refuses.
-        body = None
-    name = body.get("username") if isinstance(body, dict) else None
+    if request.mimetype == "application/x-www-form-urlencoded":
+        name = request.form.get("username")  # the sign-in page
+    else:
+        try:
+            body = read_json()
+        except ServingError:
+            # Not a JSON login (an API key exchange) or a malformed one that the view refuses.
+            body = None
+        name = body.get("username") if isinstance(body, dict) else None
     return f"user:{str(name)[:64].lower()}" if name else "user:"
 
 

@@ -52,6 +52,16 @@ class LogoutSchema(ma.Schema):
     )
 
 
+def check_password(username: str, password: str) -> User:
+    """The user these credentials sign in; an unknown user, a wrong password and a disabled
+    account get the same answer, after the same (slow) hash check."""
+    user = db.session.execute(sa.select(User).filter_by(username=username)).scalar()
+    valid = verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or user.disabled:
+        raise Unauthorized("wrong username or password")
+    return user
+
+
 def _tokens(subject: str, *, refresh: bool, claims: dict[str, str] | None = None) -> dict[str, Any]:
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     body: dict[str, Any] = {
@@ -87,10 +97,7 @@ class Token(MethodView):
             return _tokens(f"key:{principal.id}", refresh=False, claims={KEY_PREFIX_CLAIM: prefix})
         if "username" not in login or "password" not in login:
             raise Unauthorized("send both a username and a password")
-        user = db.session.execute(sa.select(User).filter_by(username=login["username"])).scalar()
-        valid = verify_password(user.password_hash if user else None, login["password"])
-        if user is None or not valid or user.disabled:
-            raise Unauthorized("wrong username or password")
+        user = check_password(login["username"], login["password"])
         return _tokens(f"user:{user.id}", refresh=True)
 
 

@@ -62,6 +62,8 @@ PUBLIC_ENDPOINTS = {
     "api-docs.openapi_json",
     "api-docs.openapi_swagger_ui",
     "pages.index",
+    "pages.login",  # the sign-in page
+    "pages.logout",  # only clears the browser's cookies; revoking is /auth/logout's job
     "v2.Live",
     "v2.Ready",
     "auth.Token",
