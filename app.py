@@ -64,6 +64,12 @@ def _configure(app: Flask, config: Mapping[str, Any] | None) -> None:
             "MODELGATE_JWT_SECRET_KEY is missing or shorter than "
             f"{app.config['MIN_SECRET_BYTES']} bytes; `make run` generates one into instance/"
         )
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # One process's file: no connections to drop, so no ping before every checkout.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+            "pool_pre_ping": False,
+        }
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True

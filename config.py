@@ -13,9 +13,11 @@ INSTANCE_DIR = BASE_DIR / "instance"
 
 class Config:
     MODEL_ROOT = str(BASE_DIR / "models")
-    # Each gunicorn worker loads its models after the fork, in the background, so liveness
-    # answers at once and readiness turns true when every version has loaded or failed.
-    LOAD_MODELS_IN_BACKGROUND = True
+    # Each gunicorn worker loads its models after the fork, before it accepts a connection:
+    # the workers share one listening socket, so a request (and a readiness probe) only ever
+    # reaches a worker whose versions have loaded and answered their warm-up. Loading in the
+    # background instead let a probe see "ready" from one worker while another still loaded.
+    LOAD_MODELS_IN_BACKGROUND = False
     TFLITE_THREADS = 1
     TF_INTRA_OP_THREADS = 1
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # uploads

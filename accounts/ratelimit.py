@@ -30,9 +30,13 @@ _UPSERT = sa.text(
 
 def sqlite_pragmas(connection: Any, _record: Any) -> None:
     """WAL lets readers proceed while one worker writes; the busy timeout makes writers queue
-    instead of failing when several workers hit the same file."""
+    instead of failing when several workers hit the same file. synchronous=NORMAL (safe with
+    WAL: a crash of the process loses nothing, a power cut only the last commits) stops every
+    commit from waiting on an fsync: rate-limit counters and usage commit on every request,
+    and measured here that fsync was most of a small model's request time."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()
 
@@ -50,8 +54,10 @@ class SQLStorage(Storage):
         assert uri is not None
         url = uri.removeprefix("sql+")
         connect_args = {"timeout": 15} if url.startswith("sqlite") else {}
-        self._engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-        if url.startswith("sqlite"):
+        sqlite = url.startswith("sqlite")
+        # A ping per checkout guards against dropped server connections; a file has none.
+        self._engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=not sqlite)
+        if sqlite:
             sa.event.listen(self._engine, "connect", sqlite_pragmas)
 
     @property
