@@ -1,0 +1,1 @@
+"""Benchmarks that print tables; never part of the unit-test timing. See bench/README.md."""
