@@ -20,11 +20,12 @@ from accounts.cli import users_cli
 from accounts.limits import init_limits
 from accounts.ratelimit import sqlite_pragmas
 from accounts.usage import init_usage
-from blueprints import admin, auth, models, pages, v2
+from blueprints import admin, auth, deploy, models, pages, v2
 from blueprints.errors import register_error_handlers
 from blueprints.io import check_json_body
 from blueprints.security import init_security_headers
 from config import Config, TestingConfig
+from deployments.sync import init_deployments
 from extensions import db, jwt, make_api, migrate
 from logs import configure_logging
 from serving.runtimes import RuntimeFactory
@@ -161,8 +162,10 @@ def create_app(
 
     service = InferenceService(_settings(app.config), runtime_factories)
     app.extensions["modelgate.service"] = service
-    if _should_serve(app):
+    serving = _should_serve(app)
+    if serving:
         service.start()
+    init_deployments(app, service, serving=serving)
 
     # Order matters: request ids first, then rate limits (per-IP counted before credentials
     # are checked), then authentication and permissions, then the body checks (nobody gets a
@@ -179,6 +182,7 @@ def create_app(
     api.register_blueprint(models.blp)
     api.register_blueprint(v2.blp)
     api.register_blueprint(admin.blp)
+    api.register_blueprint(deploy.blp)
     app.register_blueprint(pages.bp)
     _document_security_errors(api)
     app.cli.add_command(users_cli)

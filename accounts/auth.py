@@ -9,6 +9,9 @@ keep it that way.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,10 +23,11 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 
 from accounts.models import ApiKey, RevokedToken, User
 from accounts.security import Principal, secret_matches, split_api_key
-from blueprints.errors import ApiError, Forbidden, Unauthorized, error_response
+from blueprints.errors import ApiError, Forbidden, StateUnreachable, Unauthorized, error_response
 from extensions import db, jwt
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("modelgate.http")
 
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type")
 KEY_PREFIX_CLAIM = "key_prefix"
@@ -131,12 +135,36 @@ def _key_principal(key: ApiKey) -> Principal:
     )
 
 
+# Principals this process authenticated recently, by a digest of the credential. Used only
+# while the database cannot be reached, so that predictions go on for callers already known
+# (revocations made meanwhile cannot be seen by anyone until it is back).
+_last_known: OrderedDict[str, Principal] = OrderedDict()
+_LAST_KNOWN_SIZE = 4096
+
+
+def _credential_digest() -> str:
+    credential = request.headers.get("X-API-Key") or _raw_token() or ""
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
 def authenticate() -> Principal:
     """The caller's principal from X-API-Key or a JWT; raises Unauthorized or a JWT error."""
-    api_key = request.headers.get("X-API-Key")
-    if api_key:
-        return _principal_from_api_key(api_key)
-    return _principal_from_jwt()
+    digest = _credential_digest()
+    try:
+        api_key = request.headers.get("X-API-Key")
+        principal = _principal_from_api_key(api_key) if api_key else _principal_from_jwt()
+    except sa.exc.OperationalError as err:
+        db.session.rollback()
+        known = _last_known.get(digest)
+        if known is None:
+            raise StateUnreachable("credentials cannot be checked right now") from err
+        log.warning("database unreachable: using the last known principal %s", known.limit_key)
+        return known
+    _last_known[digest] = principal
+    _last_known.move_to_end(digest)
+    while len(_last_known) > _LAST_KNOWN_SIZE:
+        _last_known.popitem(last=False)
+    return principal
 
 
 def current_principal() -> Principal | None:
@@ -199,6 +227,15 @@ def _token_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
     jti = data.get("jti")
     if jti is None:
         return False
+    try:
+        return _revoked(jti, data)
+    except sa.exc.OperationalError:
+        # Unreachable database: the last known state (not revoked) stands; see authenticate().
+        db.session.rollback()
+        return False
+
+
+def _revoked(jti: str, data: dict[str, Any]) -> bool:
     if db.session.get(RevokedToken, jti) is not None:
         return True
     kind, _, raw_id = str(data.get("sub")).partition(":")

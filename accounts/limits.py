@@ -178,6 +178,9 @@ def init_limits(app: Flask) -> Limiter:
         headers_enabled=False,  # written by _rate_limit_headers
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
         strategy="fixed-window",
+        # An unreachable counter store must not stop predictions: limits pause, and
+        # flask-limiter logs it.
+        swallow_errors=True,
     )
     limiter.init_app(app)
     app.after_request(_rate_limit_headers(limiter))

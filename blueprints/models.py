@@ -13,6 +13,7 @@ from accounts.usage import count_items
 from blueprints.errors import ErrorSchema
 from blueprints.io import predict_items
 from blueprints.schemas import PREDICT_REQUEST_BODY, ModelSchema, PredictResponseSchema
+from blueprints.traffic import route_headers, route_request
 from extensions import inference_service
 from serving.registry import describe_model
 from serving.service import PredictResult
@@ -33,14 +34,22 @@ _PREDICT_ERRORS = {
 }
 
 
-def _predict_answer(result: PredictResult) -> tuple[dict[str, Any], int, dict[str, str]]:
+def _predict(
+    name: str, version: int | None = None, label: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    items = predict_items()
+    count_items(len(items))
+    result: PredictResult = inference_service().predict(
+        name, items, route=route_request(name, version, label)
+    )
     body = {
         "model": result.model,
         "version": result.version,
+        "route_reason": result.reason,
         "request_id": g.get("request_id"),
         "predictions": [p.to_dict() for p in result.predictions],
     }
-    return body, 200, {"X-Model-Version": str(result.version)}
+    return body, 200, route_headers(result.version, result.reason, result.variant)
 
 
 def _document_errors(view: Any) -> Any:
@@ -91,15 +100,15 @@ class Predict(MethodView):
     )
     @_document_errors
     def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
-        """Predict with the newest ready version
+        """Predict, routed by the model's traffic policy
 
-        Upload one or several images, or send JSON instances. Every item is pre-processed
+        The experiment (sticky per caller), the canary weights, the stable label, else the
+        newest ready version answers; `X-Model-Version` and `X-Route-Reason` say which and
+        why. Upload one or several images, or send JSON instances. Every item is pre-processed
         as the version declares, the items run as one batch, and each answer gives the top
         label, its score and the top-k.
         """
-        items = predict_items()
-        count_items(len(items))
-        return _predict_answer(inference_service().predict(name, items))
+        return _predict(name)
 
 
 @blp.route("/<name>/versions/<int:version>/predict")
@@ -113,6 +122,15 @@ class PredictVersion(MethodView):
 
         Same as predicting with the model, but only the given version answers.
         """
-        items = predict_items()
-        count_items(len(items))
-        return _predict_answer(inference_service().predict(name, items, version))
+        return _predict(name, version=version)
+
+
+@blp.route("/<name>/labels/<label>/predict")
+class PredictLabel(MethodView):
+    @requires("infer")
+    @blp.doc(requestBody=PREDICT_REQUEST_BODY)
+    @blp.response(200, PredictResponseSchema)
+    @_document_errors
+    def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Predict with the version a label points at (stable, canary, ...)"""
+        return _predict(name, label=label)

@@ -52,6 +52,9 @@ class PredictionSchema(ma.Schema):
 class PredictResponseSchema(ma.Schema):
     model = ma.fields.String(required=True)
     version = ma.fields.Integer(required=True)
+    route_reason = ma.fields.String(
+        metadata={"description": "pinned, label, sticky, experiment, weighted, stable or latest"}
+    )
     request_id = ma.fields.String()
     predictions = ma.fields.List(ma.fields.Nested(PredictionSchema), required=True)
 

@@ -18,6 +18,7 @@ from blueprints.schemas import (
     V2ModelMetadataSchema,
     V2ServerMetadataSchema,
 )
+from blueprints.traffic import route_headers, route_request
 from extensions import inference_service
 from serving.errors import VersionNotFound
 from serving.protocols import v2
@@ -68,13 +69,17 @@ def _ready(name: str, version: str | None) -> tuple[dict[str, Any], int]:
     return {"name": name, "ready": ready}, 200 if ready else 503
 
 
-def _infer(name: str, version: str | None) -> dict[str, Any]:
+def _infer(name: str, version: str | None) -> tuple[dict[str, Any], int, dict[str, str]]:
     service = inference_service()
     number = _version_number(name, version)
     service.version(name, number)  # unknown or unready: 404/503 before parsing the body
     request = v2.decode_request(read_json(require_content_type=False))
-    result = service.infer(name, request.inputs, number)
-    return v2.encode_response(result, request)
+    result = service.infer(name, request.inputs, route=route_request(name, number))
+    return (
+        v2.encode_response(result, request),
+        200,
+        route_headers(result.version, result.reason, result.variant),
+    )
 
 
 @blp.route("")
@@ -178,7 +183,7 @@ class Infer(MethodView):
     @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
-    def post(self, name: str) -> dict[str, Any]:
+    def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Infer with the newest ready version
 
         JSON tensors in (name, shape, datatype, data), raw output tensors out. The request
@@ -192,6 +197,6 @@ class InferVersion(MethodView):
     @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
-    def post(self, name: str, version: str) -> dict[str, Any]:
+    def post(self, name: str, version: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Infer with a pinned version"""
         return _infer(name, version)

@@ -12,6 +12,7 @@ import numpy as np
 from serving.errors import InferenceFailed, InvalidInput, ServingError
 from serving.pipeline import Item, Prediction
 from serving.registry import Model, ModelRegistry, ModelVersion
+from serving.routing import Route, Router, RouteReason, RouteRequest, TrafficPolicy
 from serving.runtimes import RuntimeFactory, default_factories
 from serving.settings import ServingSettings
 
@@ -23,6 +24,8 @@ class PredictResult:
     model: str
     version: int
     predictions: list[Prediction]
+    reason: str = RouteReason.PINNED
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class InferResult:
     model: str
     version: int
     outputs: dict[str, np.ndarray]
+    reason: str = RouteReason.PINNED
+    variant: str | None = None
 
 
 class InferenceService:
@@ -39,9 +44,12 @@ class InferenceService:
         self,
         settings: ServingSettings,
         factories: Mapping[str, RuntimeFactory] | None = None,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings, factories or default_factories())
+        self.router = router or Router()
+        self._policies: dict[str, TrafficPolicy] = {}
         self._loader: threading.Thread | None = None
 
     def start(self) -> None:
@@ -85,10 +93,41 @@ class InferenceService:
         """The version a request would be served by; raises if none can serve."""
         return self.registry.resolve(name, version)
 
+    # -- traffic ----------------------------------------------------------------------------
+
+    def policy(self, model: str) -> TrafficPolicy:
+        """The traffic policy this process currently applies to ``model``."""
+        self.registry.model(model)
+        return self._policies.get(model, TrafficPolicy())
+
+    def apply_policy(self, model: str, policy: TrafficPolicy) -> bool:
+        """Adopt a policy unless this process already has the same or a newer revision.
+
+        Called by whatever keeps the shared deployment state (the web layer's poller); the
+        request path only ever reads the in-memory copy, so it never waits on a database.
+        """
+        current = self._policies.get(model)
+        if current is not None and current.revision >= policy.revision:
+            return False
+        self._policies[model] = policy
+        return True
+
+    def route(self, model: str, request: RouteRequest | None = None) -> tuple[ModelVersion, Route]:
+        """The version that answers this request and why; raises if it cannot answer."""
+        request = request or RouteRequest()
+        ready = {v.version for v in self.registry.model(model).ready_versions()}
+        route = self.router.route(model, self.policy(model), ready, request)
+        return self.registry.resolve(model, route.version), route
+
     # -- inference --------------------------------------------------------------------------
 
     def predict(
-        self, model: str, items: Sequence[Item], version: int | None = None
+        self,
+        model: str,
+        items: Sequence[Item],
+        version: int | None = None,
+        *,
+        route: RouteRequest | None = None,
     ) -> PredictResult:
         """Pre-process every item, run them as batches, post-process to labelled predictions."""
         if not items:
@@ -98,7 +137,7 @@ class InferenceService:
                 f"{len(items)} items in one request; at most "
                 f"{self.settings.max_items_per_request} are accepted"
             )
-        target = self.registry.resolve(model, version)
+        target, chosen = self.route(model, route or RouteRequest(version=version))
         assert target.pipeline is not None and target.spec is not None
         if target.postprocessor is None:
             raise InvalidInput(
@@ -109,14 +148,23 @@ class InferenceService:
         batch = {target.spec.inputs[0].name: np.stack(rows)}
         outputs = self._run(target, batch)
         return PredictResult(
-            model=model, version=target.version, predictions=target.postprocessor(outputs)
+            model=model,
+            version=target.version,
+            predictions=target.postprocessor(outputs),
+            reason=chosen.reason,
+            variant=chosen.variant,
         )
 
     def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], version: int | None = None
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        version: int | None = None,
+        *,
+        route: RouteRequest | None = None,
     ) -> InferResult:
         """Run named tensors that already match the signature; raises InvalidInput otherwise."""
-        target = self.registry.resolve(model, version)
+        target, chosen = self.route(model, route or RouteRequest(version=version))
         assert target.spec is not None
         declared = {t.name: t for t in target.spec.inputs}
         unknown = sorted(set(inputs) - set(declared))
@@ -144,7 +192,13 @@ class InferenceService:
             batch_sizes.add(array.shape[0])
         if len(batch_sizes) != 1 or 0 in batch_sizes:
             raise InvalidInput("every input must carry the same, non-zero number of items")
-        return InferResult(model=model, version=target.version, outputs=self._run(target, inputs))
+        return InferResult(
+            model=model,
+            version=target.version,
+            outputs=self._run(target, inputs),
+            reason=chosen.reason,
+            variant=chosen.variant,
+        )
 
     def _run(self, target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feed the runtime batches of at most the version's ``max_batch_size``."""

@@ -39,9 +39,10 @@ def seed_users(app: Flask) -> None:
     with app.app_context():
         db.create_all()
         for role in ROLES:
-            db.session.add(
-                User(username=role, role=role, scopes="infer:*", password_hash=password_hash())
-            )
+            if db.session.scalar(sa.select(User).filter_by(username=role)) is None:
+                db.session.add(
+                    User(username=role, role=role, scopes="infer:*", password_hash=password_hash())
+                )
         db.session.commit()
 
 

@@ -20,7 +20,15 @@ from extensions import db
 from serving.runtimes.fake import fake_factory
 from tests.security.conftest import assert_unauthorized, bearer, flask_cli
 
-TABLES = {"users", "api_keys", "revoked_tokens", "rate_counters", "alembic_version"}
+TABLES = {
+    "users",
+    "api_keys",
+    "revoked_tokens",
+    "rate_counters",
+    "deployments",
+    "audit_log",
+    "alembic_version",
+}
 
 
 def pending_changes(database_uri: str) -> list[object]:

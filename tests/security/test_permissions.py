@@ -53,6 +53,18 @@ NEEDS: dict[tuple[str, str], str] = {
     ("get", "/api/keys/{key_id}"): "admin",
     ("delete", "/api/keys/{key_id}"): "admin",
     ("post", "/api/keys/{key_id}/rotate"): "admin",
+    ("post", "/api/models/{name}/labels/{label}/predict"): "infer",
+    ("get", "/api/models/{name}/deployment"): "models:read",
+    ("put", "/api/models/{name}/deployment"): "deploy",
+    ("post", "/api/models/{name}/promote"): "deploy",
+    ("post", "/api/models/{name}/rollback"): "deploy",
+    ("put", "/api/models/{name}/canary"): "deploy",
+    ("delete", "/api/models/{name}/canary"): "deploy",
+    ("put", "/api/models/{name}/experiment"): "deploy",
+    ("delete", "/api/models/{name}/experiment"): "deploy",
+    ("put", "/api/models/{name}/shadow"): "deploy",
+    ("delete", "/api/models/{name}/shadow"): "deploy",
+    ("get", "/api/audit"): "deploy",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,
@@ -68,7 +80,7 @@ PUBLIC_ENDPOINTS = {
     "v2.Ready",
     "auth.Token",
 }
-PATH_VALUES = {"name": "tab", "version": "1", "user_id": "1", "key_id": "1"}
+PATH_VALUES = {"name": "tab", "version": "1", "user_id": "1", "key_id": "1", "label": "stable"}
 # Bodies are sent empty, except where the operation checks credentials in its body.
 BODIES = {("post", "/auth/token"): {"username": "viewer", "password": PASSWORD}}
 

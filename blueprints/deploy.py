@@ -1,0 +1,303 @@
+"""Deployment operations (role deployer): labels, promote, rollback, canary, experiment,
+shadow, and the audit log. Each change is one revision; send the ETag back as If-Match."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import marshmallow as ma
+from flask import g, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from accounts.auth import requires
+from blueprints.errors import Conflict, ErrorSchema
+from deployments import store
+from extensions import inference_service
+from serving.errors import InvalidInput
+from serving.registry import VersionState
+from serving.routing import CANARY, STABLE, Experiment, Shadow, TrafficPolicy, Variant, freeze
+
+blp = Blueprint(
+    "deploy", __name__, url_prefix="/api", description="Versions and traffic (role deployer)."
+)
+
+
+class PolicySchema(ma.Schema):
+    revision = ma.fields.Integer(dump_only=True)
+    labels = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+    weights = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Float(),
+        metadata={"description": "Percent of traffic per version; adds up to 100"},
+    )
+    experiment = ma.fields.Dict(allow_none=True)
+    shadow = ma.fields.Dict(allow_none=True)
+    history = ma.fields.List(ma.fields.Integer(), dump_only=True)
+
+
+class VersionBodySchema(ma.Schema):
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(1))
+
+
+class CanarySchema(VersionBodySchema):
+    percent = ma.fields.Float(required=True, validate=ma.validate.Range(0, 100))
+
+
+class VariantSchema(ma.Schema):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 32))
+    version = ma.fields.Integer(required=True)
+    weight = ma.fields.Float(required=True, validate=ma.validate.Range(0, 100))
+
+
+class ExperimentSchema(ma.Schema):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
+    sticky = ma.fields.String(load_default="subject")
+    variants = ma.fields.List(ma.fields.Nested(VariantSchema), required=True)
+
+
+class ShadowSchema(VersionBodySchema):
+    percent = ma.fields.Float(
+        required=True, validate=ma.validate.Range(0, 100, min_inclusive=False)
+    )
+
+
+class AuditSchema(ma.Schema):
+    id = ma.fields.Integer()
+    at = ma.fields.DateTime()
+    actor = ma.fields.String()
+    model = ma.fields.String()
+    action = ma.fields.String()
+    revision = ma.fields.Integer()
+    before = ma.fields.Function(lambda r: json.loads(r.before) if r.before else None)
+    after = ma.fields.Function(lambda r: json.loads(r.after))
+
+
+class AuditQuerySchema(ma.Schema):
+    model = ma.fields.String()
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, 1000))
+
+
+def _if_match() -> int | None:
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    try:
+        return int(raw.strip().strip('"').removeprefix("W/").strip('"'))
+    except ValueError as err:
+        raise InvalidInput("If-Match must be the ETag of GET .../deployment") from err
+
+
+def _require_ready(model: str, version: int) -> None:
+    found = inference_service().model(model).versions.get(version)
+    if found is None or found.state is not VersionState.READY:
+        state = found.state if found else "absent"
+        raise Conflict(
+            f"version {version} of '{model}' is {state}; only a READY version takes traffic",
+            details={"version": version, "state": str(state)},
+        )
+
+
+def _commit(model: str, action: str, edit: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
+    inference_service().model(model)  # 404 for an unknown model
+    policy = store.change(model, action, g.principal.name, edit, _if_match())
+    inference_service().apply_policy(model, policy)
+    return policy.to_dict(), 200, {"ETag": f'"{policy.revision}"'}
+
+
+def _edit(policy: TrafficPolicy, **changes: Any) -> TrafficPolicy:
+    return dataclasses.replace(policy, **changes)
+
+
+_WRITE_ERRORS = {
+    404: "Unknown model",
+    409: "The version is not READY",
+    412: "If-Match is not the current revision",
+    503: "The deployment state cannot be written now (predictions continue)",
+}
+
+
+def _document(view: Any) -> Any:
+    for status, description in _WRITE_ERRORS.items():
+        view = blp.alt_response(status, schema=ErrorSchema, description=description)(view)
+    return view
+
+
+@blp.route("/models/<name>/deployment")
+class DeploymentState(MethodView):
+    @requires("models:read")
+    @blp.response(200, PolicySchema)
+    def get(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Traffic policy of a model
+
+        Labels, weights, experiment, shadow and the revision (also the ETag).
+        """
+        inference_service().model(name)
+        policy = store.current(name)
+        return policy.to_dict(), 200, {"ETag": f'"{policy.revision}"'}
+
+    @requires("deploy")
+    @blp.arguments(PolicySchema)
+    @blp.response(200, PolicySchema)
+    @_document
+    def put(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Replace the traffic policy
+
+        Every version that a label, weight or variant names must be READY.
+        """
+        declared = TrafficPolicy.from_dict(body)
+        for version in declared.versions_in_use():
+            _require_ready(name, version)
+        return _commit(name, "replace", lambda before: _edit(declared, history=before.history))
+
+
+@blp.route("/models/<name>/promote")
+class Promote(MethodView):
+    @requires("deploy")
+    @blp.arguments(VersionBodySchema)
+    @blp.response(200, PolicySchema)
+    @_document
+    def post(self, body: dict[str, int], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Blue-green: move the stable label to a version
+
+        One atomic step: all traffic goes to the new stable version (weights and the canary
+        label are cleared); the previous stable is remembered for rollback.
+        """
+        version = body["version"]
+        _require_ready(name, version)
+
+        def promote(before: TrafficPolicy) -> TrafficPolicy:
+            labels = {k: v for k, v in before.labels.items() if k != CANARY}
+            previous = before.labels.get(STABLE)
+            labels[STABLE] = version
+            history = (
+                (*before.history, previous) if previous not in (None, version) else before.history
+            )
+            return _edit(before, labels=freeze(labels), weights=freeze({}), history=history)
+
+        return _commit(name, "promote", promote)
+
+
+@blp.route("/models/<name>/rollback")
+class Rollback(MethodView):
+    @requires("deploy")
+    @blp.response(200, PolicySchema)
+    @_document
+    def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Roll back to the previous stable version, in one call"""
+
+        def rollback(before: TrafficPolicy) -> TrafficPolicy:
+            if not before.history:
+                raise Conflict("there is no earlier stable version to roll back to")
+            previous = before.history[-1]
+            _require_ready(name, previous)
+            labels = {k: v for k, v in before.labels.items() if k != CANARY}
+            labels[STABLE] = previous
+            return _edit(
+                before, labels=freeze(labels), weights=freeze({}), history=before.history[:-1]
+            )
+
+        return _commit(name, "rollback", rollback)
+
+
+@blp.route("/models/<name>/canary")
+class Canary(MethodView):
+    @requires("deploy")
+    @blp.arguments(CanarySchema)
+    @blp.response(200, PolicySchema)
+    @_document
+    def put(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Send a share of traffic to a version
+
+        The rest goes to the stable version. 0 % is a dark launch: the version is labelled
+        canary and reachable through /labels/canary/, but gets no routed traffic.
+        """
+        version, percent = body["version"], body["percent"]
+        _require_ready(name, version)
+
+        def canary(before: TrafficPolicy) -> TrafficPolicy:
+            stable = before.labels.get(STABLE)
+            if stable is None:
+                raise Conflict("set a stable version (promote) before a canary")
+            if stable == version:
+                raise Conflict("the canary version is already the stable one")
+            weights = {stable: 100.0 - percent, version: percent}
+            labels = {**before.labels, CANARY: version}
+            return _edit(before, labels=freeze(labels), weights=freeze(weights))
+
+        return _commit(name, "canary", canary)
+
+    @requires("deploy")
+    @blp.response(200, PolicySchema)
+    @_document
+    def delete(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """End the canary: all traffic back to stable"""
+
+        def end(before: TrafficPolicy) -> TrafficPolicy:
+            labels = {k: v for k, v in before.labels.items() if k != CANARY}
+            return _edit(before, labels=freeze(labels), weights=freeze({}))
+
+        return _commit(name, "canary-end", end)
+
+
+@blp.route("/models/<name>/experiment")
+class ExperimentView(MethodView):
+    @requires("deploy")
+    @blp.arguments(ExperimentSchema)
+    @blp.response(200, PolicySchema)
+    @_document
+    def put(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Start an A/B experiment
+
+        Variants with weights; `sticky` is `subject` (the caller), `api_key`, or
+        `header:<Name>`, so one caller keeps its variant on every worker and replica.
+        """
+        experiment = Experiment(
+            name=body["name"],
+            sticky=body["sticky"],
+            variants=tuple(Variant(v["name"], v["version"], v["weight"]) for v in body["variants"]),
+        )
+        for variant in experiment.variants:
+            _require_ready(name, variant.version)
+        return _commit(
+            name, "experiment-start", lambda before: _edit(before, experiment=experiment)
+        )
+
+    @requires("deploy")
+    @blp.response(200, PolicySchema)
+    @_document
+    def delete(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Stop the experiment"""
+        return _commit(name, "experiment-stop", lambda before: _edit(before, experiment=None))
+
+
+@blp.route("/models/<name>/shadow")
+class ShadowView(MethodView):
+    @requires("deploy")
+    @blp.arguments(ShadowSchema)
+    @blp.response(200, PolicySchema)
+    @_document
+    def put(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Mirror a share of requests to a shadow version (its answers are never returned)"""
+        _require_ready(name, body["version"])
+        shadow = Shadow(version=body["version"], percent=body["percent"])
+        return _commit(name, "shadow-start", lambda before: _edit(before, shadow=shadow))
+
+    @requires("deploy")
+    @blp.response(200, PolicySchema)
+    @_document
+    def delete(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Stop shadowing"""
+        return _commit(name, "shadow-stop", lambda before: _edit(before, shadow=None))
+
+
+@blp.route("/audit")
+class Audit(MethodView):
+    @requires("deploy")
+    @blp.arguments(AuditQuerySchema, location="query")
+    @blp.response(200, AuditSchema(many=True))
+    def get(self, query: dict[str, Any]) -> list[Any]:
+        """The audit log: who changed which deployment, when, from what to what"""
+        return store.audit(query.get("model"), query["limit"])
