@@ -25,6 +25,7 @@ from blueprints.errors import register_error_handlers
 from blueprints.io import check_json_body
 from blueprints.security import init_security_headers
 from config import Config, TestingConfig
+from deployments.cli import deploy_cli
 from deployments.sync import init_deployments
 from extensions import db, jwt, make_api, migrate
 from logs import configure_logging
@@ -186,5 +187,6 @@ def create_app(
     app.register_blueprint(pages.bp)
     _document_security_errors(api)
     app.cli.add_command(users_cli)
+    app.cli.add_command(deploy_cli)
     register_error_handlers(app)
     return app

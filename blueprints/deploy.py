@@ -16,9 +16,10 @@ from accounts.auth import requires
 from blueprints.errors import Conflict, ErrorSchema
 from deployments import store
 from extensions import inference_service
+from serving import routing
 from serving.errors import InvalidInput
 from serving.registry import VersionState
-from serving.routing import CANARY, STABLE, Experiment, Shadow, TrafficPolicy, Variant, freeze
+from serving.routing import STABLE, Experiment, Shadow, TrafficPolicy, Variant
 
 blp = Blueprint(
     "deploy", __name__, url_prefix="/api", description="Versions and traffic (role deployer)."
@@ -168,16 +169,7 @@ class Promote(MethodView):
         version = body["version"]
         _require_ready(name, version)
 
-        def promote(before: TrafficPolicy) -> TrafficPolicy:
-            labels = {k: v for k, v in before.labels.items() if k != CANARY}
-            previous = before.labels.get(STABLE)
-            labels[STABLE] = version
-            history = (
-                (*before.history, previous) if previous not in (None, version) else before.history
-            )
-            return _edit(before, labels=freeze(labels), weights=freeze({}), history=history)
-
-        return _commit(name, "promote", promote)
+        return _commit(name, "promote", lambda before: routing.promote(before, version))
 
 
 @blp.route("/models/<name>/rollback")
@@ -188,18 +180,12 @@ class Rollback(MethodView):
     def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Roll back to the previous stable version, in one call"""
 
-        def rollback(before: TrafficPolicy) -> TrafficPolicy:
-            if not before.history:
-                raise Conflict("there is no earlier stable version to roll back to")
-            previous = before.history[-1]
-            _require_ready(name, previous)
-            labels = {k: v for k, v in before.labels.items() if k != CANARY}
-            labels[STABLE] = previous
-            return _edit(
-                before, labels=freeze(labels), weights=freeze({}), history=before.history[:-1]
-            )
+        def back(before: TrafficPolicy) -> TrafficPolicy:
+            after = routing.rollback(before)
+            _require_ready(name, after.labels[STABLE])
+            return after
 
-        return _commit(name, "rollback", rollback)
+        return _commit(name, "rollback", back)
 
 
 @blp.route("/models/<name>/canary")
@@ -217,17 +203,7 @@ class Canary(MethodView):
         version, percent = body["version"], body["percent"]
         _require_ready(name, version)
 
-        def canary(before: TrafficPolicy) -> TrafficPolicy:
-            stable = before.labels.get(STABLE)
-            if stable is None:
-                raise Conflict("set a stable version (promote) before a canary")
-            if stable == version:
-                raise Conflict("the canary version is already the stable one")
-            weights = {stable: 100.0 - percent, version: percent}
-            labels = {**before.labels, CANARY: version}
-            return _edit(before, labels=freeze(labels), weights=freeze(weights))
-
-        return _commit(name, "canary", canary)
+        return _commit(name, "canary", lambda before: routing.canary(before, version, percent))
 
     @requires("deploy")
     @blp.response(200, PolicySchema)
@@ -235,11 +211,7 @@ class Canary(MethodView):
     def delete(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """End the canary: all traffic back to stable"""
 
-        def end(before: TrafficPolicy) -> TrafficPolicy:
-            labels = {k: v for k, v in before.labels.items() if k != CANARY}
-            return _edit(before, labels=freeze(labels), weights=freeze({}))
-
-        return _commit(name, "canary-end", end)
+        return _commit(name, "canary-end", routing.end_canary)
 
 
 @blp.route("/models/<name>/experiment")

@@ -8,15 +8,17 @@ tests are exact, and stickiness hashes with SHA-256 so every worker and replica 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
-from serving.errors import InvalidInput, ModelNotReady, VersionNotFound
+from serving.errors import InvalidInput, ModelNotReady, ServingError, VersionNotFound
 
 STABLE = "stable"
 CANARY = "canary"
@@ -34,6 +36,13 @@ class RouteReason(StrEnum):
 
 class LabelNotFound(VersionNotFound):
     code = "label_not_found"
+
+
+class PolicyConflict(ServingError):
+    """The change does not apply to the current state (nothing to roll back to, ...)."""
+
+    status = HTTPStatus.CONFLICT
+    code = "conflict"
 
 
 @dataclass(frozen=True)
@@ -257,3 +266,50 @@ class Router:
         if not ready:
             raise ModelNotReady(f"model '{model}' has no ready version", details={"model": model})
         return Route(max(ready), RouteReason.LATEST)
+
+
+# -- rollout steps: pure functions from one policy to the next ---------------------------------
+
+
+def promote(policy: TrafficPolicy, version: int) -> TrafficPolicy:
+    """Blue-green: ``stable`` moves to ``version`` and takes all traffic; the previous stable
+    is remembered for ``rollback``."""
+    labels = {k: v for k, v in policy.labels.items() if k != CANARY}
+    previous = policy.labels.get(STABLE)
+    labels[STABLE] = version
+    history = policy.history
+    if previous is not None and previous != version:
+        history = (*history, previous)
+    return dataclasses.replace(policy, labels=freeze(labels), weights=freeze({}), history=history)
+
+
+def rollback(policy: TrafficPolicy) -> TrafficPolicy:
+    """``stable`` returns to the previous stable version; raises PolicyConflict if none."""
+    if not policy.history:
+        raise PolicyConflict("there is no earlier stable version to roll back to")
+    labels = {k: v for k, v in policy.labels.items() if k != CANARY}
+    labels[STABLE] = policy.history[-1]
+    return dataclasses.replace(
+        policy, labels=freeze(labels), weights=freeze({}), history=policy.history[:-1]
+    )
+
+
+def canary(policy: TrafficPolicy, version: int, percent: float) -> TrafficPolicy:
+    """``percent`` % of traffic to ``version``, the rest to stable; 0 % is a dark launch."""
+    stable = policy.labels.get(STABLE)
+    if stable is None:
+        raise PolicyConflict("set a stable version (promote) before a canary")
+    if stable == version:
+        raise PolicyConflict("the canary version is already the stable one")
+    if not 0 <= percent <= 100:
+        raise InvalidInput("percent must be between 0 and 100")
+    return dataclasses.replace(
+        policy,
+        labels=freeze({**policy.labels, CANARY: version}),
+        weights=freeze({stable: 100.0 - percent, version: percent}),
+    )
+
+
+def end_canary(policy: TrafficPolicy) -> TrafficPolicy:
+    labels = {k: v for k, v in policy.labels.items() if k != CANARY}
+    return dataclasses.replace(policy, labels=freeze(labels), weights=freeze({}))
