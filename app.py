@@ -166,6 +166,8 @@ def create_app(
     serving = _should_serve(app)
     if serving:
         service.start()
+        if float(app.config["MODEL_WATCH_INTERVAL_SECONDS"]) > 0:
+            service.watch(float(app.config["MODEL_WATCH_INTERVAL_SECONDS"]))
     init_deployments(app, service, serving=serving)
 
     # Order matters: request ids first, then rate limits (per-IP counted before credentials

@@ -59,6 +59,8 @@ class Config:
     RATELIMIT_MODELS: ClassVar[dict[str, str]] = {}
     # How many proxies in front set X-Forwarded-For; 0 trusts none (a forged header is ignored).
     TRUSTED_PROXY_COUNT = 0
+    # How often each process looks for new version directories under MODEL_ROOT (0: never).
+    MODEL_WATCH_INTERVAL_SECONDS = 2.0
     # How often each process checks the shared deployment state for a newer revision.
     DEPLOY_SYNC_INTERVAL_SECONDS = 0.5
     MAX_JSON_DEPTH = 64
@@ -90,5 +92,6 @@ class TestingConfig(Config):
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     # One in-memory connection is shared: tests refresh policies explicitly, no poller.
     DEPLOY_SYNC_INTERVAL_SECONDS = 0.0
+    MODEL_WATCH_INTERVAL_SECONDS = 0.0
     JWT_SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
     JWT_COOKIE_SECURE = False

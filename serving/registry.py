@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -53,6 +54,8 @@ class ModelVersion:
     reason: str = ""
     spec: VersionSpec | None = None
     runtime: Runtime | None = None
+    # Requests running on this version now; a version is retired only at zero.
+    in_flight: int = 0
     pipeline: Pipeline | None = None
     postprocessor: Postprocessor | None = None
     load_seconds: float | None = None
@@ -105,39 +108,83 @@ class ModelRegistry:
 
     def discover(self) -> None:
         """Read every manifest under the model root; does not load artifacts."""
-        models: dict[str, Model] = {}
-        root = self._settings.model_root
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if model_dir.name.startswith((".", "_")):
-                continue
-            name = model_dir.name
-            try:
-                defaults = load_model_defaults(model_dir)
-            except ManifestError as err:
-                model = Model(name=name, path=model_dir, defaults=ModelDefaults(), reason=str(err))
-                for number, path in version_dirs(model_dir).items():
-                    version = ModelVersion(model=name, version=number, path=path)
-                    version.fail(f"model.toml: {err}")
-                    model.versions[number] = version
-                models[name] = model
-                continue
-            model = Model(name=name, path=model_dir, defaults=defaults)
-            available = version_dirs(model_dir)
-            for number in defaults.version_policy.select(list(available)):
-                version = ModelVersion(model=name, version=number, path=available[number])
-                try:
-                    version.spec = load_version(name, available[number], defaults)
-                except ManifestError as err:
-                    version.fail(self._public(str(err)))
-                except Exception as err:
-                    # A gap in the parser's checks must fail this version, not the whole repo.
-                    log.exception("unexpected error parsing %s v%s", name, number)
-                    version.fail(f"manifest.toml: unexpected {type(err).__name__} (see the log)")
-                model.versions[number] = version
-            models[name] = model
+        models = {}
+        for model_dir in self._model_dirs():
+            models[model_dir.name] = self._scan_model(model_dir, None)
         with self._lock:
             self._models = models
             self._discovered = True
+
+    def rescan(self, in_use: Callable[[str], set[int]]) -> list[ModelVersion]:
+        """Pick up version directories (and models) that appeared since the last scan, and
+        retire versions whose directory is gone once nothing routes to them and no request
+        is running on them. Returns the new versions, still LOADING: call load_pending.
+
+        Publish new versions under the model root atomically (write elsewhere, then rename):
+        a half-copied directory that fails to load stays FAILED.
+        """
+        models = dict(self._models)
+        added: list[ModelVersion] = []
+        for model_dir in self._model_dirs():
+            previous = models.get(model_dir.name)
+            scanned = self._scan_model(model_dir, previous)
+            added += [
+                v
+                for n, v in scanned.versions.items()
+                if previous is None or n not in previous.versions
+            ]
+            models[model_dir.name] = scanned
+        for name, model in models.items():
+            gone = [n for n, v in model.versions.items() if not v.path.exists()]
+            keep = dict(model.versions)
+            for number in gone:
+                version = keep[number]
+                if number in in_use(name) or version.in_flight:
+                    continue  # retire later: routed to, or answering right now
+                if version.runtime is not None:
+                    version.runtime.unload()
+                del keep[number]
+                log.info("version retired", extra={"model": name, "version": number})
+            if len(keep) != len(model.versions):
+                models[name] = dataclasses.replace(model, versions=keep)
+        with self._lock:
+            self._models = models
+        return added
+
+    def _model_dirs(self) -> list[Path]:
+        root = self._settings.model_root
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+    def _scan_model(self, model_dir: Path, known: Model | None) -> Model:
+        """A model's versions: the known ones as they are, new directories parsed."""
+        name = model_dir.name
+        try:
+            defaults = load_model_defaults(model_dir)
+        except ManifestError as err:
+            if known is not None:
+                return known
+            model = Model(name=name, path=model_dir, defaults=ModelDefaults(), reason=str(err))
+            for number, path in version_dirs(model_dir).items():
+                version = ModelVersion(model=name, version=number, path=path)
+                version.fail(f"model.toml: {err}")
+                model.versions[number] = version
+            return model
+        versions = dict(known.versions) if known is not None else {}
+        available = version_dirs(model_dir)
+        for number in defaults.version_policy.select(list(available)):
+            if number in versions:
+                continue
+            version = ModelVersion(model=name, version=number, path=available[number])
+            try:
+                version.spec = load_version(name, available[number], defaults)
+            except ManifestError as err:
+                version.fail(self._public(str(err)))
+            except Exception as err:
+                # A gap in the parser's checks must fail this version, not the whole repo.
+                log.exception("unexpected error parsing %s v%s", name, number)
+                version.fail(f"manifest.toml: unexpected {type(err).__name__} (see the log)")
+            versions[number] = version
+        return Model(name=name, path=model_dir, defaults=defaults, versions=versions)
 
     def _public(self, reason: str) -> str:
         """A reason fit for API clients: no absolute server paths."""

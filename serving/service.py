@@ -51,6 +51,8 @@ class InferenceService:
         self.router = router or Router()
         self._policies: dict[str, TrafficPolicy] = {}
         self._loader: threading.Thread | None = None
+        self._flight = threading.Lock()
+        self._stop_watching = threading.Event()
 
     def start(self) -> None:
         """Discover the repository, then load it (in the background if configured)."""
@@ -70,7 +72,28 @@ class InferenceService:
             return not self._loader.is_alive()
         return True
 
+    def rescan(self) -> list[int]:
+        """Load version directories that appeared (warm-up and self-test before any traffic
+        can reach them) and retire vanished ones nothing routes to; returns the new ones."""
+        added = self.registry.rescan(lambda model: self.policy(model).versions_in_use())
+        if added:
+            self.registry.load_pending()
+        return [v.version for v in added]
+
+    def watch(self, interval_seconds: float) -> None:
+        """Rescan the model root every interval in a daemon thread, without a restart."""
+
+        def loop() -> None:
+            while not self._stop_watching.wait(interval_seconds):
+                try:
+                    self.rescan()
+                except OSError:
+                    log.warning("cannot rescan the model root", exc_info=True)
+
+        threading.Thread(target=loop, name="model-watcher", daemon=True).start()
+
     def stop(self) -> None:
+        self._stop_watching.set()
         self.registry.unload_all()
 
     # -- metadata ---------------------------------------------------------------------------
@@ -202,6 +225,18 @@ class InferenceService:
 
     def _run(self, target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feed the runtime batches of at most the version's ``max_batch_size``."""
+        assert target.runtime is not None and target.spec is not None
+        with self._flight:
+            target.in_flight += 1
+        try:
+            return self._run_batches(target, inputs)
+        finally:
+            with self._flight:
+                target.in_flight -= 1
+
+    def _run_batches(
+        self, target: ModelVersion, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         assert target.runtime is not None and target.spec is not None
         size = next(iter(inputs.values())).shape[0]
         step = target.spec.max_batch_size

@@ -55,7 +55,14 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shutil.copytree(BUNDLED_MODELS / "iris", root / "iris")
     shutil.copytree(BUNDLED_MODELS / "digits" / "2", root / "digits" / "2")
     shutil.copy(BUNDLED_MODELS / "digits" / "model.toml", root / "digits" / "model.toml")
-    return {"MODEL_ROOT": str(root), "JWT_SECRET_KEY": secrets.token_hex(24)}
+    return {
+        "MODEL_ROOT": str(root),
+        "JWT_SECRET_KEY": secrets.token_hex(24),
+        # The module sends thousands of requests from one address; the limits under test
+        # are the keys' own.
+        "RATELIMIT_PER_IP": "1000000 per minute",
+        "RATELIMIT_PER_PRINCIPAL": "1000000 per minute",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +293,96 @@ def test_no_answer_names_the_server_software(server: Server) -> None:
         assert "gunicorn" not in response.text.lower()
     assert malformed.startswith("HTTP/1.1 400")
     assert "gunicorn" not in malformed.lower()
+
+
+DIGIT_TENSOR = {
+    "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 8, 8, 1], "data": [0.0] * 64}]
+}
+
+
+def _route_reasons_after(
+    server: Server, sessions: list[requests.Session], headers: dict[str, str], changed_at: float
+) -> dict[int, list[tuple[float, str]]]:
+    """Infer on digits over every session for 1.5 s; (seconds since the change, reason) by
+    worker pid."""
+    sent: list[tuple[float, str, requests.Response]] = []
+    deadline = time.monotonic() + 1.5
+
+    def infer(session: requests.Session) -> tuple[float, str, requests.Response]:
+        at = time.monotonic() - changed_at
+        rid, response = send(
+            server,
+            "POST",
+            "/v2/models/digits/infer",
+            session=session,
+            headers=headers,
+            json=DIGIT_TENSOR,
+        )
+        return at, rid, response
+
+    while time.monotonic() < deadline:
+        sent += concurrently(infer, sessions)
+    served = server.served_by(rid for _, rid, _ in sent)
+    by_worker: dict[int, list[tuple[float, str]]] = {}
+    for at, rid, response in sent:
+        assert response.status_code == 200, response.text
+        by_worker.setdefault(served[rid], []).append((at, response.headers["X-Route-Reason"]))
+    return by_worker
+
+
+def _assert_applied_within_a_second(
+    by_worker: dict[int, list[tuple[float, str]]], workers: set[int], expected: str
+) -> None:
+    assert set(by_worker) == workers, "a worker answered nothing"
+    for pid, answers in by_worker.items():
+        late = [reason for at, reason in answers if at >= 1.0]
+        assert late and set(late) == {expected}, (pid, answers)
+
+
+def test_a_promotion_is_applied_by_every_worker_within_a_second(server: Server) -> None:
+    deployer = bearer(sign_in(server, "deployer")["access_token"])
+    sessions = sessions_across_workers(server)
+    _, before = send(server, "GET", "/api/models/digits/deployment", headers=deployer)
+    revision = before.headers["ETag"]
+
+    _, promoted = send(
+        server,
+        "POST",
+        "/api/models/digits/promote",
+        headers={**deployer, "If-Match": revision},
+        json={"version": 2},
+    )
+    changed_at = time.monotonic()
+
+    assert promoted.status_code == 200, promoted.text
+    by_worker = _route_reasons_after(server, sessions, deployer, changed_at)
+    _assert_applied_within_a_second(by_worker, server.worker_pids(), "stable")
+
+
+def test_a_change_through_one_replica_is_applied_by_the_other_within_a_second(
+    replicas: tuple[Server, Server],
+) -> None:
+    first, second = replicas
+    deployer = bearer(sign_in(first, "deployer")["access_token"])
+    sessions = sessions_across_workers(second)
+    send(first, "POST", "/api/models/digits/promote", headers=deployer, json={"version": 2})
+
+    _, canary = send(
+        first,
+        "PUT",
+        "/api/models/digits/experiment",
+        headers=deployer,
+        json={
+            "name": "solo",
+            "sticky": "header:X-User",
+            "variants": [
+                {"name": "a", "version": 2, "weight": 50},
+                {"name": "b", "version": 2, "weight": 50},
+            ],
+        },
+    )
+    changed_at = time.monotonic()
+
+    assert canary.status_code == 200, canary.text
+    by_worker = _route_reasons_after(second, sessions, deployer, changed_at)
+    _assert_applied_within_a_second(by_worker, second.worker_pids(), "experiment")
