@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from accounts.auth import requires
 from blueprints.errors import Conflict, ErrorSchema
+from deployments import stats as experiment_stats
 from deployments import store
 from extensions import inference_service
 from serving import routing
@@ -273,3 +274,65 @@ class Audit(MethodView):
     def get(self, query: dict[str, Any]) -> list[Any]:
         """The audit log: who changed which deployment, when, from what to what"""
         return store.audit(query.get("model"), query["limit"])
+
+
+class FeedbackSchema(ma.Schema):
+    request_id = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
+    label = ma.fields.String(validate=ma.validate.Length(1, 128))
+    reward = ma.fields.Float(allow_nan=False)
+
+
+class FeedbackAnswerSchema(ma.Schema):
+    request_id = ma.fields.String()
+    variant = ma.fields.String()
+    correct = ma.fields.Boolean(allow_none=True)
+
+
+class ReportSchema(ma.Schema):
+    model = ma.fields.String()
+    experiment = ma.fields.String(allow_none=True)
+    variants = ma.fields.Dict()
+    comparison = ma.fields.Dict(allow_none=True)
+    shadows = ma.fields.Dict()
+
+
+class ReportQuerySchema(ma.Schema):
+    experiment = ma.fields.String(metadata={"description": "Defaults to the running experiment"})
+
+
+@blp.route("/feedback")
+class FeedbackView(MethodView):
+    @requires("infer")
+    @blp.arguments(FeedbackSchema)
+    @blp.response(201, FeedbackAnswerSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No experiment request with that id")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Feedback on an experiment's answer
+
+        The `request_id` of the prediction (its `X-Request-ID`) and the true `label` or a
+        `reward`; the experiment report turns these into per-variant accuracy.
+        """
+        experiment_stats.flush(inference_service())
+        return experiment_stats.add_feedback(
+            body["request_id"], body.get("label"), body.get("reward")
+        )
+
+
+@blp.route("/models/<name>/experiment/report")
+class ExperimentReport(MethodView):
+    @requires("models:read")
+    @blp.arguments(ReportQuerySchema, location="query")
+    @blp.response(200, ReportSchema)
+    def get(self, query: dict[str, Any], name: str) -> dict[str, Any]:
+        """Experiment and shadow report
+
+        Per variant over every worker and replica: requests, errors, latency percentiles,
+        predicted labels, feedback accuracy with a 95 % Wilson interval, and a two-proportion
+        z-test between the first two variants; per shadow: top-1 agreement and score gap.
+        """
+        service = inference_service()
+        experiment = query.get("experiment")
+        if experiment is None and service.policy(name).experiment is not None:
+            experiment = service.policy(name).experiment.name  # type: ignore[union-attr]
+        experiment_stats.flush(service)
+        return experiment_stats.report(name, experiment)

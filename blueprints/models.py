@@ -40,7 +40,7 @@ def _predict(
     items = predict_items()
     count_items(len(items))
     result: PredictResult = inference_service().predict(
-        name, items, route=route_request(name, version, label)
+        name, items, route=route_request(name, version, label), request_id=g.get("request_id")
     )
     body = {
         "model": result.model,

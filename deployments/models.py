@@ -34,3 +34,41 @@ class AuditRecord(db.Model):  # type: ignore[name-defined,misc]
     revision: orm.Mapped[int] = orm.mapped_column()
     before: orm.Mapped[str | None] = orm.mapped_column(sa.Text, nullable=True)
     after: orm.Mapped[str] = orm.mapped_column(sa.Text)
+
+
+class StatCounter(db.Model):  # type: ignore[name-defined,misc]
+    """Experiment and shadow counters summed over every worker and replica."""
+
+    __tablename__ = "stat_counters"
+
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(128), primary_key=True)
+    experiment: orm.Mapped[str] = orm.mapped_column(sa.String(128), primary_key=True)
+    variant: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    metric: orm.Mapped[str] = orm.mapped_column(sa.String(160), primary_key=True)
+    value: orm.Mapped[int] = orm.mapped_column(sa.BigInteger, default=0)
+
+
+class PredictionLog(db.Model):  # type: ignore[name-defined,misc]
+    """Which variant answered an experiment request, so feedback can be matched to it."""
+
+    __tablename__ = "prediction_log"
+
+    request_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(128), index=True)
+    experiment: orm.Mapped[str] = orm.mapped_column(sa.String(128))
+    variant: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    version: orm.Mapped[int] = orm.mapped_column()
+    label: orm.Mapped[str | None] = orm.mapped_column(sa.String(128), nullable=True)
+    at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "feedback"
+
+    request_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("prediction_log.request_id"), primary_key=True
+    )
+    true_label: orm.Mapped[str | None] = orm.mapped_column(sa.String(128), nullable=True)
+    correct: orm.Mapped[bool | None] = orm.mapped_column(nullable=True)
+    reward: orm.Mapped[float | None] = orm.mapped_column(sa.Float, nullable=True)
+    at: orm.Mapped[dt.datetime] = orm.mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import Flask
 
-from deployments import store
+from deployments import stats, store
 from extensions import db
 from serving.service import InferenceService
 
@@ -44,6 +44,7 @@ class PolicySync:
         with self._app.app_context():
             try:
                 refresh(self._service)
+                stats.flush(self._service)
                 if self._failing:
                     log.info("deployment state reachable again")
                 self._failing = False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,7 @@ from serving.registry import Model, ModelRegistry, ModelVersion
 from serving.routing import Route, Router, RouteReason, RouteRequest, TrafficPolicy
 from serving.runtimes import RuntimeFactory, default_factories
 from serving.settings import ServingSettings
+from serving.stats import PredictionRecord, TrafficStats
 
 log = logging.getLogger("modelgate.serving")
 
@@ -52,6 +55,12 @@ class InferenceService:
         self._policies: dict[str, TrafficPolicy] = {}
         self._loader: threading.Thread | None = None
         self._flight = threading.Lock()
+        self.stats = TrafficStats()
+        # Shadow copies run here, never on the request's thread; at most this many wait, the
+        # rest are dropped (a shadow must not slow down or queue up the real traffic).
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._shadow_slots = threading.BoundedSemaphore(8)
+        self._shadow_pending: set[Future[None]] = set()
         self._stop_watching = threading.Event()
 
     def start(self) -> None:
@@ -94,6 +103,7 @@ class InferenceService:
 
     def stop(self) -> None:
         self._stop_watching.set()
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)
         self.registry.unload_all()
 
     # -- metadata ---------------------------------------------------------------------------
@@ -151,8 +161,85 @@ class InferenceService:
         version: int | None = None,
         *,
         route: RouteRequest | None = None,
+        request_id: str | None = None,
     ) -> PredictResult:
-        """Pre-process every item, run them as batches, post-process to labelled predictions."""
+        """Pre-process every item, run them as batches, post-process to labelled predictions.
+
+        Requests routed by an experiment are counted per variant (and logged under
+        ``request_id`` for feedback); a shadow copy, if drawn, runs in the background.
+        """
+        started = time.perf_counter()
+        target, chosen = self.route(model, route or RouteRequest(version=version))
+        try:
+            result = self._predict_on(target, chosen, model, items)
+        except ServingError as err:
+            if chosen.variant is not None and int(err.status) >= 500:
+                self._record_variant(model, chosen, started, None, error=True)
+            raise
+        labels = [p.label for p in result.predictions]
+        if chosen.variant is not None:
+            self._record_variant(model, chosen, started, labels, error=False)
+            if request_id is not None:
+                experiment = self.policy(model).experiment
+                self.stats.log_prediction(
+                    PredictionRecord(
+                        request_id=request_id,
+                        model=model,
+                        experiment=experiment.name if experiment else "",
+                        variant=chosen.variant,
+                        version=result.version,
+                        label=labels[0] if len(labels) == 1 else None,
+                    )
+                )
+        if chosen.shadow_version is not None:
+            self._shadow(model, chosen.shadow_version, items, result.predictions)
+        return result
+
+    def _record_variant(
+        self, model: str, chosen: Route, started: float, labels: list[str] | None, *, error: bool
+    ) -> None:
+        experiment = self.policy(model).experiment
+        self.stats.record_variant(
+            model,
+            experiment.name if experiment else "",
+            chosen.variant or "",
+            (time.perf_counter() - started) * 1000,
+            labels,
+            error,
+        )
+
+    def _shadow(
+        self, model: str, version: int, items: Sequence[Item], primary: list[Prediction]
+    ) -> None:
+        if not self._shadow_slots.acquire(blocking=False):
+            self.stats.record_shadow_dropped(model, version)
+            return
+
+        def compare() -> None:
+            try:
+                target = self.registry.resolve(model, version)
+                shadow = self._predict_on(target, Route(version, RouteReason.PINNED), model, items)
+                for mine, theirs in zip(primary, shadow.predictions, strict=True):
+                    self.stats.record_shadow(
+                        model, version, mine.label == theirs.label, mine.score - theirs.score
+                    )
+            except ServingError:
+                self.stats.record_shadow_error(model, version)
+            finally:
+                self._shadow_slots.release()
+
+        future = self._shadow_pool.submit(compare)
+        self._shadow_pending.add(future)
+        future.add_done_callback(self._shadow_pending.discard)
+
+    def wait_shadows(self, timeout_seconds: float) -> bool:
+        """Wait until every shadow copy submitted so far was compared; True if they were."""
+        _, pending = wait(list(self._shadow_pending), timeout=timeout_seconds)
+        return not pending
+
+    def _predict_on(
+        self, target: ModelVersion, chosen: Route, model: str, items: Sequence[Item]
+    ) -> PredictResult:
         if not items:
             raise InvalidInput("no items to predict")
         if len(items) > self.settings.max_items_per_request:
@@ -160,7 +247,6 @@ class InferenceService:
                 f"{len(items)} items in one request; at most "
                 f"{self.settings.max_items_per_request} are accepted"
             )
-        target, chosen = self.route(model, route or RouteRequest(version=version))
         assert target.pipeline is not None and target.spec is not None
         if target.postprocessor is None:
             raise InvalidInput(

@@ -27,6 +27,9 @@ TABLES = {
     "rate_counters",
     "deployments",
     "audit_log",
+    "stat_counters",
+    "prediction_log",
+    "feedback",
     "alembic_version",
 }
 

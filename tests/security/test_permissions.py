@@ -65,6 +65,8 @@ NEEDS: dict[tuple[str, str], str] = {
     ("put", "/api/models/{name}/shadow"): "deploy",
     ("delete", "/api/models/{name}/shadow"): "deploy",
     ("get", "/api/audit"): "deploy",
+    ("post", "/api/feedback"): "infer",
+    ("get", "/api/models/{name}/experiment/report"): "models:read",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,
