@@ -22,6 +22,8 @@ class Config:
     TF_INTRA_OP_THREADS = 1
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # uploads
     MAX_JSON_BYTES = 1024 * 1024
+    # Version archives uploaded by an admin: the upload and what it unpacks to.
+    MAX_ARCHIVE_BYTES = 200 * 1024 * 1024
     MAX_IMAGE_PIXELS = 25_000_000
     MAX_ITEMS_PER_REQUEST = 256
     LOG_LEVEL = "INFO"

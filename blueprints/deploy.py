@@ -8,18 +8,20 @@ import json
 from typing import Any
 
 import marshmallow as ma
-from flask import g, request
+from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from accounts.auth import requires
 from blueprints.errors import Conflict, ErrorSchema
+from blueprints.schemas import VersionSchema
 from deployments import stats as experiment_stats
 from deployments import store
 from extensions import inference_service
 from serving import routing
+from serving.archive import install_version
 from serving.errors import InvalidInput
-from serving.registry import VersionState
+from serving.registry import VersionState, describe_version
 from serving.routing import STABLE, Experiment, Shadow, TrafficPolicy, Variant
 
 blp = Blueprint(
@@ -336,3 +338,46 @@ class ExperimentReport(MethodView):
             experiment = service.policy(name).experiment.name  # type: ignore[union-attr]
         experiment_stats.flush(service)
         return experiment_stats.report(name, experiment)
+
+
+@blp.route("/models/<name>/versions")
+class UploadVersion(MethodView):
+    @requires("admin")
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"archive": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    )
+    @blp.response(201, VersionSchema)
+    @blp.alt_response(413, schema=ErrorSchema, description="Archive too large")
+    @blp.alt_response(422, schema=ErrorSchema, description="Not a valid version archive")
+    def post(self, name: str) -> dict[str, object]:
+        """Upload a new version
+
+        A zip or tar archive holding `manifest.toml` and the artifact. It is unpacked in a
+        hidden directory (no path traversal, links or devices, size bounded), its manifest
+        validated, then moved into place as the next version number in one rename, loaded,
+        warmed up and self-tested. It gets traffic only once READY and a policy sends it some.
+        """
+        request.max_content_length = current_app.config["MAX_ARCHIVE_BYTES"]
+        upload = request.files.get("archive")
+        if upload is None:
+            raise InvalidInput("send the archive as the multipart field 'archive'")
+        service = inference_service()
+        number = install_version(
+            service.settings.model_root,
+            name,
+            upload.read(),
+            upload.filename or "archive",
+            max_unpacked_bytes=current_app.config["MAX_ARCHIVE_BYTES"],
+        )
+        service.rescan()
+        return describe_version(service.model(name).versions[number])

@@ -67,6 +67,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("get", "/api/audit"): "deploy",
     ("post", "/api/feedback"): "infer",
     ("get", "/api/models/{name}/experiment/report"): "models:read",
+    ("post", "/api/models/{name}/versions"): "admin",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,
