@@ -64,7 +64,7 @@ class Config:
     # How often each process looks for new version directories under MODEL_ROOT (0: never).
     MODEL_WATCH_INTERVAL_SECONDS = 2.0
     # How often each process checks the shared deployment state for a newer revision.
-    DEPLOY_SYNC_INTERVAL_SECONDS = 0.5
+    DEPLOY_SYNC_INTERVAL_SECONDS = 0.25
     MAX_JSON_DEPTH = 64
     MAX_FORM_PARTS = 64
     MAX_FORM_MEMORY_SIZE = 64 * 1024
