@@ -40,6 +40,13 @@ class PolicySchema(ma.Schema):
     experiment = ma.fields.Dict(allow_none=True)
     shadow = ma.fields.Dict(allow_none=True)
     history = ma.fields.List(ma.fields.Integer(), dump_only=True)
+    version_policy = ma.fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": 'Versions loaded: {"policy": "all"}, {"policy": "latest", "count": N} '
+            'or {"policy": "specific", "versions": [...]}; null: the model.toml\'s'
+        },
+    )
 
 
 class VersionBodySchema(ma.Schema):

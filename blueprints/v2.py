@@ -69,12 +69,14 @@ def _ready(name: str, version: str | None) -> tuple[dict[str, Any], int]:
     return {"name": name, "ready": ready}, 200 if ready else 503
 
 
-def _infer(name: str, version: str | None) -> tuple[dict[str, Any], int, dict[str, str]]:
+def _infer(
+    name: str, version: str | None, label: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
     service = inference_service()
     number = _version_number(name, version)
-    service.version(name, number)  # unknown or unready: 404/503 before parsing the body
+    service.route(name, route_request(name, number, label))  # 404/503 before parsing the body
     request = v2.decode_request(read_json(require_content_type=False))
-    result = service.infer(name, request.inputs, route=route_request(name, number))
+    result = service.infer(name, request.inputs, route=route_request(name, number, label))
     return (
         v2.encode_response(result, request),
         200,
@@ -200,3 +202,13 @@ class InferVersion(MethodView):
     def post(self, name: str, version: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Infer with a pinned version"""
         return _infer(name, version)
+
+
+@blp.route("/models/<name>/labels/<label>/infer")
+class InferLabel(MethodView):
+    @requires("infer")
+    @_infer_doc
+    @blp.response(200, V2InferResponseSchema)
+    def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Infer with the version a label points at"""
+        return _infer(name, None, label)

@@ -205,7 +205,7 @@ def _tensor(table: Any, where: str) -> TensorSpec:
     return TensorSpec(name=name, datatype=datatype, shape=tuple(shape))
 
 
-def _version_policy(table: Any) -> VersionPolicy:
+def parse_version_policy(table: Any) -> VersionPolicy:
     if table is None:
         return VersionPolicy()
     if not isinstance(table, dict):
@@ -238,7 +238,7 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults:
     return ModelDefaults(
         description=str(data.get("description", "")),
         labels=tuple(labels),
-        version_policy=_version_policy(data.get("version_policy")),
+        version_policy=parse_version_policy(data.get("version_policy")),
     )
 
 

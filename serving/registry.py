@@ -23,6 +23,7 @@ from serving.errors import (
 )
 from serving.manifest import (
     ModelDefaults,
+    VersionPolicy,
     VersionSpec,
     load_model_defaults,
     load_version,
@@ -115,10 +116,17 @@ class ModelRegistry:
             self._models = models
             self._discovered = True
 
-    def rescan(self, in_use: Callable[[str], set[int]]) -> list[ModelVersion]:
+    def rescan(
+        self,
+        in_use: Callable[[str], set[int]],
+        version_policy: Callable[[str], VersionPolicy | None] = lambda _model: None,
+    ) -> list[ModelVersion]:
         """Pick up version directories (and models) that appeared since the last scan, and
         retire versions whose directory is gone once nothing routes to them and no request
         is running on them. Returns the new versions, still LOADING: call load_pending.
+
+        ``version_policy`` may override a model's version policy (the deployment state's):
+        versions it no longer selects retire like removed ones.
 
         Publish new versions under the model root atomically (write elsewhere, then rename):
         a half-copied directory that fails to load stays FAILED.
@@ -127,7 +135,7 @@ class ModelRegistry:
         added: list[ModelVersion] = []
         for model_dir in self._model_dirs():
             previous = models.get(model_dir.name)
-            scanned = self._scan_model(model_dir, previous)
+            scanned = self._scan_model(model_dir, previous, version_policy(model_dir.name))
             added += [
                 v
                 for n, v in scanned.versions.items()
@@ -135,7 +143,11 @@ class ModelRegistry:
             ]
             models[model_dir.name] = scanned
         for name, model in models.items():
-            gone = [n for n, v in model.versions.items() if not v.path.exists()]
+            override = version_policy(name)
+            selected = set((override or model.defaults.version_policy).select(list(model.versions)))
+            gone = [
+                n for n, v in model.versions.items() if not v.path.exists() or n not in selected
+            ]
             keep = dict(model.versions)
             for number in gone:
                 version = keep[number]
@@ -155,7 +167,9 @@ class ModelRegistry:
         root = self._settings.model_root
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
-    def _scan_model(self, model_dir: Path, known: Model | None) -> Model:
+    def _scan_model(
+        self, model_dir: Path, known: Model | None, override: VersionPolicy | None = None
+    ) -> Model:
         """A model's versions: the known ones as they are, new directories parsed."""
         name = model_dir.name
         try:
@@ -171,7 +185,7 @@ class ModelRegistry:
             return model
         versions = dict(known.versions) if known is not None else {}
         available = version_dirs(model_dir)
-        for number in defaults.version_policy.select(list(available)):
+        for number in (override or defaults.version_policy).select(list(available)):
             if number in versions:
                 continue
             version = ModelVersion(model=name, version=number, path=available[number])

@@ -18,7 +18,8 @@ from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
-from serving.errors import InvalidInput, ModelNotReady, ServingError, VersionNotFound
+from serving.errors import InvalidInput, ManifestError, ModelNotReady, ServingError, VersionNotFound
+from serving.manifest import VersionPolicy, parse_version_policy
 
 STABLE = "stable"
 CANARY = "canary"
@@ -99,6 +100,8 @@ class TrafficPolicy:
     shadow: Shadow | None = None
     # Earlier stable versions, most recent last: what `rollback` returns to.
     history: tuple[int, ...] = ()
+    # Which versions are loaded at all; None: the model.toml's.
+    version_policy: VersionPolicy | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +111,7 @@ class TrafficPolicy:
             "experiment": self.experiment.to_dict() if self.experiment else None,
             "shadow": self.shadow.to_dict() if self.shadow else None,
             "history": list(self.history),
+            "version_policy": self.version_policy.to_dict() if self.version_policy else None,
         }
 
     @classmethod
@@ -137,7 +141,9 @@ class TrafficPolicy:
                 shadow = Shadow(
                     version=int(raw_shadow["version"]), percent=float(raw_shadow["percent"])
                 )
+            raw_versions = data.get("version_policy")
             policy = cls(
+                version_policy=parse_version_policy(raw_versions) if raw_versions else None,
                 revision=int(data.get("revision", 0)),
                 labels=freeze(labels),
                 weights=freeze(weights),
@@ -147,6 +153,8 @@ class TrafficPolicy:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidInput(f"invalid traffic policy: {err}") from err
+        except ManifestError as err:
+            raise InvalidInput(f"invalid version policy: {err.message}") from err
         policy.validate()
         return policy
 

@@ -84,7 +84,14 @@ class InferenceService:
     def rescan(self) -> list[int]:
         """Load version directories that appeared (warm-up and self-test before any traffic
         can reach them) and retire vanished ones nothing routes to; returns the new ones."""
-        added = self.registry.rescan(lambda model: self.policy(model).versions_in_use())
+
+        def policy(model: str) -> TrafficPolicy:
+            return self._policies.get(model, TrafficPolicy())
+
+        added = self.registry.rescan(
+            lambda model: policy(model).versions_in_use(),
+            lambda model: policy(model).version_policy,
+        )
         if added:
             self.registry.load_pending()
         return [v.version for v in added]

@@ -4,6 +4,7 @@ audit, and the headers that say which version answered and why."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -110,6 +111,45 @@ def test_v2_infer_is_routed_too(client: FlaskClient) -> None:
     assert response.status_code == 200
     assert response.headers["X-Route-Reason"] == "stable"
     assert response.get_json()["model_version"] == "1"
+
+
+def test_v2_label_route_answers_with_the_labelled_version(client: FlaskClient) -> None:
+    client.post("/api/models/tab/promote", json={"version": 1})
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    response = client.post("/v2/models/tab/labels/stable/infer", data=json.dumps(body))
+    assert (response.headers["X-Model-Version"], response.headers["X-Route-Reason"]) == (
+        "1",
+        "label",
+    )
+    missing = client.post("/v2/models/tab/labels/nope/infer", data=json.dumps(body))
+    assert_error(missing, 404, "label_not_found")
+
+
+def test_concurrent_writers_with_the_same_if_match_exactly_one_wins(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'state.db'}")
+    clients = [client_as(app, "deployer") for _ in range(8)]
+    etag = clients[0].get("/api/models/tab/deployment").headers["ETag"]
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def write(index: int) -> None:
+        barrier.wait(5)
+        response = clients[index].post(
+            "/api/models/tab/promote", json={"version": 1 + index % 2}, headers={"If-Match": etag}
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert sorted(statuses) == [200] + [412] * (len(clients) - 1)
+    with app.app_context():
+        assert len(store.audit("tab")) == 1
 
 
 def test_if_match_lets_exactly_one_of_two_concurrent_writers_win(client: FlaskClient) -> None:

@@ -68,6 +68,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("post", "/api/feedback"): "infer",
     ("get", "/api/models/{name}/experiment/report"): "models:read",
     ("post", "/api/models/{name}/versions"): "admin",
+    ("post", "/v2/models/{name}/labels/{label}/infer"): "infer",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,

@@ -104,3 +104,38 @@ def test_a_removed_version_waits_for_its_requests_in_flight(repo: Path) -> None:
     worker.join(5)
     svc.rescan()
     assert 2 not in svc.registry.model("tab").versions
+
+
+def test_the_deployment_version_policy_unloads_and_reloads_versions(repo: Path) -> None:
+    svc = service_on(repo)
+    latest_only = TrafficPolicy.from_dict(
+        {"revision": 1, "version_policy": {"policy": "latest", "count": 1}}
+    )
+
+    svc.apply_policy("tab", latest_only)
+    svc.rescan()
+    assert sorted(svc.registry.model("tab").versions) == [3]  # v3 exists (FAILED) and is newest
+
+    only_one = TrafficPolicy.from_dict(
+        {"revision": 2, "version_policy": {"policy": "specific", "versions": [1]}}
+    )
+    svc.apply_policy("tab", only_one)
+    assert svc.rescan() == [1]
+    assert svc.predict("tab", ROW).version == 1
+    assert sorted(svc.registry.model("tab").versions) == [1]
+
+
+def test_a_version_the_policy_drops_stays_while_a_label_points_at_it(repo: Path) -> None:
+    svc = service_on(repo)
+    svc.apply_policy(
+        "tab",
+        TrafficPolicy.from_dict(
+            {
+                "revision": 1,
+                "labels": {"stable": 1},
+                "version_policy": {"policy": "specific", "versions": [2]},
+            }
+        ),
+    )
+    svc.rescan()
+    assert sorted(svc.registry.model("tab").versions) == [1, 2]
