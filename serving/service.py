@@ -279,8 +279,32 @@ class InferenceService:
         *,
         route: RouteRequest | None = None,
     ) -> InferResult:
-        """Run named tensors that already match the signature; raises InvalidInput otherwise."""
+        """Run named tensors that already match the signature; raises InvalidInput otherwise.
+
+        Experiment requests are counted per variant (raw tensors carry no labels); shadows
+        apply to labelled predictions only.
+        """
+        started = time.perf_counter()
         target, chosen = self.route(model, route or RouteRequest(version=version))
+        try:
+            outputs = self._infer_on(target, model, inputs)
+        except ServingError as err:
+            if chosen.variant is not None and int(err.status) >= 500:
+                self._record_variant(model, chosen, started, None, error=True)
+            raise
+        if chosen.variant is not None:
+            self._record_variant(model, chosen, started, None, error=False)
+        return InferResult(
+            model=model,
+            version=target.version,
+            outputs=outputs,
+            reason=chosen.reason,
+            variant=chosen.variant,
+        )
+
+    def _infer_on(
+        self, target: ModelVersion, model: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         assert target.spec is not None
         declared = {t.name: t for t in target.spec.inputs}
         unknown = sorted(set(inputs) - set(declared))
@@ -308,13 +332,7 @@ class InferenceService:
             batch_sizes.add(array.shape[0])
         if len(batch_sizes) != 1 or 0 in batch_sizes:
             raise InvalidInput("every input must carry the same, non-zero number of items")
-        return InferResult(
-            model=model,
-            version=target.version,
-            outputs=self._run(target, inputs),
-            reason=chosen.reason,
-            variant=chosen.variant,
-        )
+        return self._run(target, inputs)
 
     def _run(self, target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feed the runtime batches of at most the version's ``max_batch_size``."""

@@ -87,3 +87,16 @@ def test_shadow_answers_are_compared_and_never_returned(app: Flask, client: Flas
     assert (shadow["compared"], shadow["dropped"], shadow["errors"]) == (10, 0, 0)
     assert shadow["top1_agreement"] == 1.0  # v1 and v2 echo the same features
     assert shadow["mean_abs_score_diff"] == 0.0
+
+
+def test_v2_experiment_requests_are_counted_per_variant(client: FlaskClient) -> None:
+    assert client.put("/api/models/tab/experiment", json=EXPERIMENT).status_code == 200
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    for user in ("u1", "u2", "u3", "u4"):
+        response = client.post("/v2/models/tab/infer", json=body, headers={"X-User": user})
+        assert response.headers["X-Route-Reason"] == "sticky"
+
+    variants = client.get("/api/models/tab/experiment/report").get_json()["variants"]
+
+    assert sum(v["requests"] for v in variants.values()) == 4
+    assert all(v["labels"] == {} for v in variants.values())
