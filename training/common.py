@@ -297,6 +297,48 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
     return text
 
 
+def version_manifest(
+    *,
+    script: str,
+    runtime: str,
+    artifact: str,
+    input_name: str,
+    input_shape: list[int],
+    classes: int,
+    preprocess: list[dict[str, Any]],
+    provenance: Mapping[str, Any],
+) -> Callable[[float, int, str], dict[str, Any]]:
+    """The manifest of one version, completed once the artifact is measured: ``make(holdout
+    accuracy, artifact bytes, framework versions)``. ``provenance`` holds the script's own
+    facts (dataset, split, architecture, epochs...)."""
+
+    def make(accuracy: float, size: int, framework: str) -> dict[str, Any]:
+        facts = dict(provenance)
+        holdout_size = facts.pop("holdout_size")
+        trailing = {k: facts.pop(k) for k in ("architecture", "epochs") if k in facts}
+        return {
+            "runtime": runtime,
+            "artifact": artifact,
+            "max_batch_size": MAX_BATCH_SIZE,
+            "inputs": [{"name": input_name, "datatype": "FP32", "shape": [-1, *input_shape]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, classes]}],
+            "preprocess": preprocess,
+            "postprocess": {"output": OUTPUT_NAME, "softmax": True, "top_k": 3},
+            "provenance": {
+                "trained_by": script,
+                **facts,
+                "holdout_accuracy": accuracy,
+                "holdout_size": holdout_size,
+                "artifact_bytes": size,
+                "framework": framework,
+                **trailing,
+                "seed": SEED,
+            },
+        }
+
+    return make
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

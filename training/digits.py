@@ -155,31 +155,23 @@ def train(model, x, y, epochs: int):
 
 
 def manifest(runtime: str, artifact: str, architecture: str, epochs: int, holdout_size: int):
-    def make(accuracy: float, size: int, framework: str):
-        return {
-            "runtime": runtime,
-            "artifact": artifact,
-            "max_batch_size": common.MAX_BATCH_SIZE,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 8, 8, 1]}],
-            "outputs": [{"name": common.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, 10]}],
-            "preprocess": PREPROCESS,
-            "postprocess": {"output": common.OUTPUT_NAME, "softmax": True, "top_k": 3},
-            "provenance": {
-                "trained_by": "training/digits.py",
-                "dataset": DATASET,
-                "split": SPLIT,
-                "augmentation": AUGMENTATION,
-                "holdout_accuracy": accuracy,
-                "holdout_size": holdout_size,
-                "artifact_bytes": size,
-                "framework": framework,
-                "architecture": architecture,
-                "epochs": epochs,
-                "seed": common.SEED,
-            },
-        }
-
-    return make
+    return common.version_manifest(
+        script="training/digits.py",
+        runtime=runtime,
+        artifact=artifact,
+        input_name=INPUT_NAME,
+        input_shape=[8, 8, 1],
+        classes=10,
+        preprocess=PREPROCESS,
+        provenance={
+            "dataset": DATASET,
+            "split": SPLIT,
+            "augmentation": AUGMENTATION,
+            "holdout_size": holdout_size,
+            "architecture": architecture,
+            "epochs": epochs,
+        },
+    )
 
 
 def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:

@@ -64,32 +64,22 @@ def build_mlp(x_train: np.ndarray):
 
 
 def manifest(holdout_size: int):
-    def make(accuracy: float, size: int, framework: str):
-        return {
-            "runtime": "tflite",
-            "artifact": "model.tflite",
-            "max_batch_size": common.MAX_BATCH_SIZE,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, len(FEATURES)]}],
-            "outputs": [
-                {"name": common.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(LABELS)]}
-            ],
-            "preprocess": PREPROCESS,
-            "postprocess": {"output": common.OUTPUT_NAME, "softmax": True, "top_k": 3},
-            "provenance": {
-                "trained_by": "training/iris.py",
-                "dataset": DATASET,
-                "split": SPLIT,
-                "holdout_accuracy": accuracy,
-                "holdout_size": holdout_size,
-                "artifact_bytes": size,
-                "framework": framework,
-                "architecture": ARCH,
-                "epochs": EPOCHS,
-                "seed": common.SEED,
-            },
-        }
-
-    return make
+    return common.version_manifest(
+        script="training/iris.py",
+        runtime="tflite",
+        artifact="model.tflite",
+        input_name=INPUT_NAME,
+        input_shape=[len(FEATURES)],
+        classes=len(LABELS),
+        preprocess=PREPROCESS,
+        provenance={
+            "dataset": DATASET,
+            "split": SPLIT,
+            "holdout_size": holdout_size,
+            "architecture": ARCH,
+            "epochs": EPOCHS,
+        },
+    )
 
 
 def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:

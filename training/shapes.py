@@ -204,33 +204,23 @@ def train(model, x, y, epochs: int, learning_rate: float = 2e-3):
 
 
 def manifest(runtime: str, artifact: str, architecture: str, epochs: int, holdout_size: int):
-    def make(accuracy: float, size: int, framework: str):
-        return {
-            "runtime": runtime,
-            "artifact": artifact,
-            "max_batch_size": common.MAX_BATCH_SIZE,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, SIZE, SIZE, 3]}],
-            "outputs": [
-                {"name": common.OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(LABELS)]}
-            ],
-            "preprocess": PREPROCESS,
-            "postprocess": {"output": common.OUTPUT_NAME, "softmax": True, "top_k": 3},
-            "provenance": {
-                "trained_by": "training/shapes.py",
-                "dataset": DATASET,
-                "split": SPLIT,
-                "augmentation": AUGMENTATION,
-                "holdout_accuracy": accuracy,
-                "holdout_size": holdout_size,
-                "artifact_bytes": size,
-                "framework": framework,
-                "architecture": architecture,
-                "epochs": epochs,
-                "seed": common.SEED,
-            },
-        }
-
-    return make
+    return common.version_manifest(
+        script="training/shapes.py",
+        runtime=runtime,
+        artifact=artifact,
+        input_name=INPUT_NAME,
+        input_shape=[SIZE, SIZE, 3],
+        classes=len(LABELS),
+        preprocess=PREPROCESS,
+        provenance={
+            "dataset": DATASET,
+            "split": SPLIT,
+            "augmentation": AUGMENTATION,
+            "holdout_size": holdout_size,
+            "architecture": architecture,
+            "epochs": epochs,
+        },
+    )
 
 
 def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
