@@ -23,7 +23,8 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 
 from accounts.models import ApiKey, RevokedToken, User
 from accounts.security import Principal, secret_matches, split_api_key
-from blueprints.errors import ApiError, Forbidden, StateUnreachable, Unauthorized, error_response
+from blueprints.errors import ApiError, Forbidden, Unauthorized, error_response
+from deployments.store import StateUnavailable
 from extensions import db, jwt
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,7 +158,7 @@ def authenticate() -> Principal:
         db.session.rollback()
         known = _last_known.get(digest)
         if known is None:
-            raise StateUnreachable("credentials cannot be checked right now") from err
+            raise StateUnavailable("credentials cannot be checked right now") from err
         log.warning("database unreachable: using the last known principal %s", known.limit_key)
         return known
     _last_known[digest] = principal

@@ -128,13 +128,6 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
-class StateUnreachable(ApiError):
-    """The shared database cannot be reached and nothing known locally can stand in."""
-
-    status, code = 503, "state_unavailable"
-    headers = {"Retry-After": "1"}  # noqa: RUF012
-
-
 def _api_error(error: ApiError) -> Response:
     return error_response(error.status, error.code, error.message, error.details, error.headers)
 
