@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import itertools
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 from serving.errors import InvalidInput, ManifestError
 from serving.manifest import PostprocessSpec, TensorSpec, VersionSpec
 from serving.steps import Step, StepContext, build_step
+from serving.steps.image import DecodeImage, Resize
 
 # An item is one thing to predict: the bytes of an uploaded file, a mapping of named features
 # (or {"b64": ...} holding a file, as TF Serving clients send), or a raw nested list/array
@@ -64,7 +66,14 @@ class Pipeline:
         if len(spec.inputs) != 1 and spec.preprocess:
             raise ManifestError("pre-processing steps need a model with exactly one input")
         steps = [build_step(s.step, s.params, context) for s in spec.preprocess]
+        resize = next((s for s in steps if isinstance(s, Resize)), None)
+        if steps and isinstance(steps[0], DecodeImage) and resize is not None:
+            steps[0] = dataclasses.replace(steps[0], draft_size=resize.size)
         return cls(steps, spec.inputs[0])
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self._steps
 
     def self_test(self) -> None:
         """Push a synthetic item through the steps; raises ManifestError if the result cannot

@@ -34,10 +34,14 @@ class DecodeImage:
 
     The pixel count is checked from the header before any pixel is decoded, so a small file
     that claims a huge canvas (a decompression bomb) costs nothing. EXIF orientation is applied.
+    With ``draft_size`` (set by the pipeline from a later resize), a JPEG much larger than that
+    is decoded at 1/2, 1/4 or 1/8 scale by the codec itself (Pillow's draft mode), never below
+    the size asked for, instead of decoding every pixel only to throw most away.
     """
 
     mode: str
     max_pixels: int
+    draft_size: tuple[int, int] | None = None
     consumes: ClassVar[str] = "bytes"
     produces: ClassVar[str] = "image"
 
@@ -68,6 +72,10 @@ class DecodeImage:
                 details={"width": width, "height": height, "max_pixels": self.max_pixels},
             )
         try:
+            if self.draft_size is not None and opened.format == "JPEG":
+                # Orientation is applied after decoding: ask for the larger side both ways.
+                side = max(self.draft_size)
+                opened.draft(self.mode, (side, side))
             opened.load()
             image: Image.Image = ImageOps.exif_transpose(opened)
         except (OSError, SyntaxError, ValueError) as err:

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from serving.steps import StepContext, build_step
 from serving.steps.image import DecodeImage, DigitInk, Resize, ToArray
 from tests.conftest import png_bytes
 
-CONTEXT = StepContext(max_image_pixels=1_000_000)
+CONTEXT = StepContext(max_image_pixels=4_000_000)
 
 
 def decode(data: bytes, mode: str = "RGB", max_pixels: int = 1_000_000) -> Image.Image:
@@ -283,3 +284,49 @@ def test_digit_ink_blank_or_faint_images_give_zeros() -> None:
     assert not DIGIT_INK(Image.new("L", (20, 20), 255)).any()
     assert not DIGIT_INK(faint).any()
     assert DIGIT_INK(faint).shape == (8, 8)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_but_not_below_the_target() -> None:
+    photo = Image.new("RGB", (4000, 3000), (200, 40, 40))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=80)
+    full = DecodeImage(mode="RGB", max_pixels=25_000_000)
+    drafted = DecodeImage(mode="RGB", max_pixels=25_000_000, draft_size=(64, 64))
+
+    assert full(buffer.getvalue()).size == (4000, 3000)
+    reduced = drafted(buffer.getvalue())
+    assert reduced.size == (500, 375)  # 1/8 scale: the codec's smallest step above 64
+    assert min(reduced.size) >= 64
+
+
+def test_the_pipeline_gives_decode_the_size_of_a_later_resize() -> None:
+    from serving.manifest import StepSpec, TensorSpec, VersionSpec
+    from serving.pipeline import Pipeline
+    from serving.steps import StepContext
+
+    spec = VersionSpec(
+        model="m",
+        version=1,
+        path=Path("."),
+        runtime="fake",
+        artifact=Path("x"),
+        inputs=(TensorSpec("image", "FP32", (-1, 64, 64, 3)),),
+        outputs=(TensorSpec("logits", "FP32", (-1, 2)),),
+        preprocess=(
+            StepSpec("decode_image", {"mode": "RGB"}),
+            StepSpec("resize", {"size": [64, 64], "policy": "fit"}),
+            StepSpec("to_array", {"scale": 1 / 255}),
+        ),
+        postprocess=None,
+        max_batch_size=8,
+        provenance={},
+    )
+    pipeline = Pipeline.from_spec(spec, StepContext(max_image_pixels=4_000_000))
+    photo = Image.new("RGB", (2000, 1000), (10, 200, 10))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG")
+
+    row = pipeline.transform(buffer.getvalue())
+
+    assert pipeline.steps[0] == DecodeImage(mode="RGB", max_pixels=4_000_000, draft_size=(64, 64))
+    assert row.shape == (64, 64, 3)
