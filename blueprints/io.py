@@ -77,7 +77,28 @@ def _parse_json() -> Any:
         raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
     # Kept (cached) so that webargs, which parses the bodies of the auth and admin views,
     # reads the same bytes after they passed the checks below.
+    return parse_json_bytes(_read_body())
+
+
+def read_v2_body() -> tuple[Any, bytes]:
+    """A v2 infer body: JSON, or with the binary tensor data extension a JSON header of
+    ``Inference-Header-Content-Length`` bytes followed by raw tensor bytes. The JSON part is
+    held to the JSON limits, the whole body to MAX_CONTENT_LENGTH."""
+    declared = request.headers.get("Inference-Header-Content-Length")
+    if declared is None:
+        return read_json(require_content_type=False), b""
+    if not declared.isdigit():
+        raise InvalidInput("Inference-Header-Content-Length must be a byte count")
     raw = _read_body()
+    length = int(declared)
+    if length > len(raw):
+        raise InvalidInput("Inference-Header-Content-Length is larger than the body")
+    return parse_json_bytes(raw[:length]), raw[length:]
+
+
+def parse_json_bytes(raw: bytes) -> Any:
+    """JSON from bytes under the size, depth and NaN rules of ``read_json``."""
+    limit = current_app.config["MAX_JSON_BYTES"]
     if len(raw) > limit:
         raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes")
     max_depth = current_app.config["MAX_JSON_DEPTH"]

@@ -28,7 +28,7 @@ def route_request(model: str, version: int | None = None, label: str | None = No
 
 def route_headers(version: int, reason: str, variant: str | None) -> dict[str, str]:
     """Every prediction says which version served it and why."""
-    headers = {"X-Model-Version": str(version), "X-Route-Reason": reason}
+    headers = {"X-Model-Version": str(version), "X-Route-Reason": str(reason)}
     if variant is not None:
         headers["X-Experiment-Variant"] = variant
     return headers

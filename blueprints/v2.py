@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from accounts.auth import public, requires
 from blueprints.errors import ErrorSchema
-from blueprints.io import read_json
+from blueprints.io import read_v2_body
 from blueprints.schemas import (
     LiveSchema,
     ReadySchema,
@@ -71,17 +73,24 @@ def _ready(name: str, version: str | None) -> tuple[dict[str, Any], int]:
 
 def _infer(
     name: str, version: str | None, label: str | None = None
-) -> tuple[dict[str, Any], int, dict[str, str]]:
+) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
     service = inference_service()
     number = _version_number(name, version)
     service.route(name, route_request(name, number, label))  # 404/503 before parsing the body
-    request = v2.decode_request(read_json(require_content_type=False))
+    body, binary = read_v2_body()
+    request = v2.decode_request(body, binary)
     result = service.infer(name, request.inputs, route=route_request(name, number, label))
-    return (
-        v2.encode_response(result, request),
-        200,
-        route_headers(result.version, result.reason, result.variant),
-    )
+    answer, binary_out = v2.encode_response(result, request)
+    headers = route_headers(result.version, result.reason, result.variant)
+    if binary_out:
+        # Binary tensor data extension: the JSON header, then the raw output bytes.
+        header = json.dumps(answer, allow_nan=False).encode()
+        return Response(
+            header + binary_out,
+            content_type="application/octet-stream",
+            headers={**headers, "Inference-Header-Content-Length": str(len(header))},
+        )
+    return answer, 200, headers
 
 
 @blp.route("")
@@ -90,7 +99,11 @@ class Server(MethodView):
     @blp.response(200, V2ServerMetadataSchema)
     def get(self) -> dict[str, Any]:
         """Server metadata"""
-        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}
+        return {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data"],
+        }
 
 
 @blp.route("/health/live")
@@ -185,7 +198,7 @@ class Infer(MethodView):
     @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
-    def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(self, name: str) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
         """Infer with the newest ready version
 
         JSON tensors in (name, shape, datatype, data), raw output tensors out. The request
@@ -199,7 +212,9 @@ class InferVersion(MethodView):
     @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
-    def post(self, name: str, version: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(
+        self, name: str, version: str
+    ) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
         """Infer with a pinned version"""
         return _infer(name, version)
 
@@ -209,6 +224,6 @@ class InferLabel(MethodView):
     @requires("infer")
     @_infer_doc
     @blp.response(200, V2InferResponseSchema)
-    def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
         """Infer with the version a label points at"""
         return _infer(name, None, label)

@@ -63,7 +63,11 @@ def test_server_metadata(client: FlaskClient) -> None:
     response = client.get("/v2")
 
     assert response.status_code == 200
-    assert response.get_json() == {"name": "modelgate", "version": "0.1.0", "extensions": []}
+    assert response.get_json() == {
+        "name": "modelgate",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 def test_live_and_ready_once_models_loaded(client: FlaskClient) -> None:
@@ -284,3 +288,67 @@ def test_infer_body_over_max_json_bytes_is_413(make_app: MakeApp) -> None:
     data = infer_body([[1.0, 2.0, 3.0]] * 20, [20, 3])
 
     assert_error(client.post("/v2/models/tab/infer", data=data), 413, "payload_too_large")
+
+
+# -- binary tensor data extension ---------------------------------------------------------------
+
+
+def test_binary_tensor_input_and_output_round_trip(client: FlaskClient) -> None:
+    header = json.dumps(
+        {
+            "id": "bin-1",
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [2, 3],
+                    "parameters": {"binary_data_size": 24},
+                }
+            ],
+            "outputs": [{"name": "scores", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    tensor = np.asarray([[1, 2, 3], [6, 5, 4]], dtype="<f4").tobytes()
+
+    response = client.post(
+        "/v2/models/tab/versions/1/infer",
+        data=header + tensor,
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+
+    assert response.status_code == 200, response.get_data()
+    length = int(response.headers["Inference-Header-Content-Length"])
+    answer = json.loads(response.data[:length])
+    output = answer["outputs"][0]
+    assert answer["id"] == "bin-1" and "data" not in output
+    assert output["parameters"]["binary_data_size"] == 24
+    values = np.frombuffer(response.data[length:], dtype="<f4").reshape(output["shape"])
+    assert values.tolist() == [[1, 2, 3], [6, 5, 4]]
+
+
+def test_binary_data_that_does_not_fit_the_declared_sizes_is_422(client: FlaskClient) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, 3],
+                    "parameters": {"binary_data_size": 12},
+                }
+            ]
+        }
+    ).encode()
+    too_short = header + b"\0" * 8
+    too_long = header + b"\0" * 16
+
+    for body in (too_short, too_long):
+        response = client.post(
+            "/v2/models/tab/infer",
+            data=body,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        assert_error(response, 422, "invalid_input")

@@ -136,7 +136,10 @@ def test_unknown_datatype_is_refused_listing_the_known_ones(datatype: Any) -> No
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"name": "x", "datatype": "FP32", "shape": [1]}, "'data' is required"),
+        (
+            {"name": "x", "datatype": "FP32", "shape": [1]},
+            "'data' (or parameters.binary_data_size) is required",
+        ),
         ({"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}, "'shape' must be"),
         ({"name": "x", "datatype": "FP32", "shape": "1", "data": [1]}, "'shape' must be"),
         ({"name": "x", "datatype": "FP32", "shape": [True], "data": [1]}, "'shape' must be"),
@@ -202,7 +205,9 @@ RESULT = InferResult(
 
 
 def encode(**request: Any) -> dict[str, Any]:
-    return encode_response(RESULT, InferRequest(inputs={}, **request))
+    body, binary = encode_response(RESULT, InferRequest(inputs={}, **request))
+    assert binary == b""
+    return body
 
 
 def test_encode_returns_every_output_with_shape_datatype_and_flat_data() -> None:
@@ -242,3 +247,39 @@ def test_a_value_beyond_fp32_decodes_to_inf_for_the_service_to_refuse() -> None:
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1e39]}]}
     )
     assert np.isinf(request.inputs["x"]).all()
+
+
+def test_binary_bytes_and_int_tensors_decode_from_the_bytes_after_the_header() -> None:
+    words = [b"ab", b"", b"xyz"]
+    bytes_blob = b"".join(len(w).to_bytes(4, "little") + w for w in words)
+    ints = np.asarray([1, -2], dtype="<i8").tobytes()
+    request = decode_request(
+        {
+            "inputs": [
+                {
+                    "name": "s",
+                    "datatype": "BYTES",
+                    "shape": [3],
+                    "parameters": {"binary_data_size": len(bytes_blob)},
+                },
+                {
+                    "name": "n",
+                    "datatype": "INT64",
+                    "shape": [1, 2],
+                    "parameters": {"binary_data_size": len(ints)},
+                },
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        bytes_blob + ints,
+    )
+    assert request.inputs["s"].tolist() == words
+    assert request.inputs["n"].tolist() == [[1, -2]]
+    assert request.all_binary
+
+
+def test_all_outputs_are_encoded_as_binary_when_asked() -> None:
+    body, binary = encode_response(RESULT, InferRequest(inputs={}, all_binary=True))
+    sizes = [o["parameters"]["binary_data_size"] for o in body["outputs"]]
+    assert all("data" not in o for o in body["outputs"])
+    assert sum(sizes) == len(binary) > 0
