@@ -138,3 +138,14 @@ class LiveSchema(ma.Schema):
 class ReadySchema(ma.Schema):
     ready = ma.fields.Boolean(required=True)
     name = ma.fields.String()
+
+
+class V2VersionStatsSchema(ma.Schema):
+    version = ma.fields.String()
+    batching = ma.fields.Dict(allow_none=True)
+    stats = ma.fields.Dict(allow_none=True)
+
+
+class V2StatsSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    versions = ma.fields.List(ma.fields.Nested(V2VersionStatsSchema))

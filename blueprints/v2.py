@@ -19,6 +19,7 @@ from blueprints.schemas import (
     V2InferResponseSchema,
     V2ModelMetadataSchema,
     V2ServerMetadataSchema,
+    V2StatsSchema,
 )
 from blueprints.traffic import route_headers, route_request
 from extensions import inference_service
@@ -227,3 +228,30 @@ class InferLabel(MethodView):
     def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
         """Infer with the version a label points at"""
         return _infer(name, None, label)
+
+
+@blp.route("/models/<name>/stats")
+class ModelStats(MethodView):
+    @requires("models:read")
+    @blp.response(200, V2StatsSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, name: str) -> dict[str, Any]:
+        """Batching statistics of this process, per version
+
+        Batches, requests and items run, mean batch size, mean time queued, the batch size
+        distribution, failed batches and requests refused because the queue was full.
+        """
+        model = inference_service().model(name)
+        return {
+            "name": name,
+            "versions": [
+                {
+                    "version": str(number),
+                    "batching": version.spec.batching.to_dict()
+                    if version.spec and version.spec.batching
+                    else None,
+                    "stats": version.batcher.stats.to_dict() if version.batcher else None,
+                }
+                for number, version in sorted(model.versions.items())
+            ],
+        }

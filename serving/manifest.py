@@ -102,6 +102,20 @@ class PostprocessSpec:
 
 
 @dataclass(frozen=True)
+class BatchingSpec:
+    """Server-side dynamic batching of one version (the manifest's ``[batching]`` table)."""
+
+    max_batch_delay_ms: float
+    max_queue_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_batch_delay_ms": self.max_batch_delay_ms,
+            "max_queue_size": self.max_queue_size,
+        }
+
+
+@dataclass(frozen=True)
 class VersionPolicy:
     """Which versions of a model are served: ``all``, the ``latest`` N, or ``specific`` ones."""
 
@@ -149,6 +163,7 @@ class VersionSpec:
     postprocess: PostprocessSpec | None
     max_batch_size: int
     provenance: Mapping[str, Any]
+    batching: BatchingSpec | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -242,6 +257,22 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults:
     )
 
 
+def _batching(table: Any, where: str) -> BatchingSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ManifestError(f"{where}: batching must be a table")
+    if not table.get("enabled", True):
+        return None
+    delay = table.get("max_batch_delay_ms", 0.0)
+    queue_size = table.get("max_queue_size", 64)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
+        raise ManifestError(f"{where}: batching.max_batch_delay_ms must be between 0 and 1000")
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+        raise ManifestError(f"{where}: batching.max_queue_size must be a positive integer")
+    return BatchingSpec(max_batch_delay_ms=float(delay), max_queue_size=queue_size)
+
+
 def load_version(model: str, version_dir: Path, defaults: ModelDefaults) -> VersionSpec:
     """Parse ``<version_dir>/manifest.toml``; raises :class:`ManifestError` saying what is wrong."""
     data = _read_toml(version_dir / MANIFEST_FILE)
@@ -296,7 +327,9 @@ def load_version(model: str, version_dir: Path, defaults: ModelDefaults) -> Vers
         or max_batch_size < 1
     ):
         raise ManifestError(f"{where}: max_batch_size must be a positive integer")
+    batching = _batching(data.get("batching"), where)
     return VersionSpec(
+        batching=batching,
         model=model,
         version=int(version_dir.name),
         path=version_dir,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.batching import Batcher
 from serving.errors import (
     ManifestError,
     ModelNotFound,
@@ -57,6 +58,8 @@ class ModelVersion:
     runtime: Runtime | None = None
     # Requests running on this version now; a version is retired only at zero.
     in_flight: int = 0
+    # The owner thread that merges concurrent requests, when the manifest asks for it.
+    batcher: Batcher | None = None
     pipeline: Pipeline | None = None
     postprocessor: Postprocessor | None = None
     load_seconds: float | None = None
@@ -153,6 +156,8 @@ class ModelRegistry:
                 version = keep[number]
                 if number in in_use(name) or version.in_flight:
                     continue  # retire later: routed to, or answering right now
+                if version.batcher is not None:
+                    version.batcher.close()
                 if version.runtime is not None:
                     version.runtime.unload()
                 del keep[number]
@@ -247,6 +252,14 @@ class ModelRegistry:
             log.exception("unexpected error loading %s v%s", spec.model, spec.version)
             version.fail(f"unexpected {type(err).__name__} while loading (see the log)")
             return
+        if spec.batching is not None:
+            version.batcher = Batcher(
+                runtime.predict,
+                max_batch_size=spec.max_batch_size,
+                max_batch_delay_ms=spec.batching.max_batch_delay_ms,
+                max_queue_size=spec.batching.max_queue_size,
+                name=f"{spec.model}-{spec.version}",
+            )
         version.runtime = runtime
         version.pipeline = pipeline
         version.postprocessor = postprocessor
@@ -303,6 +316,8 @@ class ModelRegistry:
     def unload_all(self) -> None:
         for model in self._models.values():
             for version in model.versions.values():
+                if version.batcher is not None:
+                    version.batcher.close()
                 if version.runtime is not None:
                     version.runtime.unload()
 
@@ -320,6 +335,7 @@ def describe_version(version: ModelVersion) -> dict[str, object]:
         info.update(
             runtime=spec.runtime,
             max_batch_size=spec.max_batch_size,
+            batching=spec.batching.to_dict() if spec.batching else None,
             inputs=[t.to_dict() for t in spec.inputs],
             outputs=[t.to_dict() for t in spec.outputs],
             preprocess=[s.to_dict() for s in spec.preprocess],

@@ -355,7 +355,8 @@ class InferenceService:
         for start in range(0, size, step):
             part = {k: v[start : start + step] for k, v in inputs.items()}
             try:
-                chunks.append(target.runtime.predict(part))
+                run = target.batcher.submit if target.batcher else target.runtime.predict
+                chunks.append(run(part))
             except ServingError:
                 raise
             except Exception as err:

@@ -352,3 +352,24 @@ def test_binary_data_that_does_not_fit_the_declared_sizes_is_422(client: FlaskCl
             headers={"Inference-Header-Content-Length": str(len(header))},
         )
         assert_error(response, 422, "invalid_input")
+
+
+def test_stats_route_reports_batching_per_version(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    manifest = fake_repo.TAB_MANIFEST.format(max_batch_size=8) + (
+        "\n[batching]\nmax_batch_delay_ms = 2\nmax_queue_size = 16\n"
+    )
+    fake_repo.write_version(tmp_path, "tab", 1, manifest)
+    client = client_as(make_app(root=tmp_path), "admin")
+    for _ in range(3):
+        assert (
+            client.post("/api/models/tab/predict", json={"instances": [[1, 2, 3]]}).status_code
+            == 200
+        )
+
+    stats = client.get("/v2/models/tab/stats").get_json()
+
+    version = stats["versions"][0]
+    assert version["batching"] == {"max_batch_delay_ms": 2.0, "max_queue_size": 16}
+    assert version["stats"]["requests"] == 3 and version["stats"]["items"] == 3

@@ -69,6 +69,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("get", "/api/models/{name}/experiment/report"): "models:read",
     ("post", "/api/models/{name}/versions"): "admin",
     ("post", "/v2/models/{name}/labels/{label}/infer"): "infer",
+    ("get", "/v2/models/{name}/stats"): "models:read",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,
