@@ -145,7 +145,9 @@ def seed(path: Path, known_models: set[str]) -> list[str]:
             continue
         policy = TrafficPolicy.from_dict(table)
         try:
-            change(model, "seed", "routing.toml", lambda _before, p=policy: p)
+            # Revision 0 expected: a worker that seeds a moment after another one must not
+            # write the same state again as revision 2.
+            change(model, "seed", "routing.toml", lambda _before, p=policy: p, 0)
         except RevisionMismatch:
             continue  # another worker seeded it first
         seeded.append(model)

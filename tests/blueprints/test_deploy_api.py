@@ -10,12 +10,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from deployments import store
 from extensions import db, inference_service
+from serving.routing import TrafficPolicy
 from tests.conftest import assert_error, client_as
 
 ROW = {"instances": [{"a": 1, "b": 2}]}
@@ -238,3 +240,15 @@ def test_a_change_reaches_another_process_within_a_second(
         assert time.monotonic() - started < 1.0
     finally:
         sync.stop()
+
+
+def test_a_late_seed_is_refused_rather_than_written_again(app: Flask) -> None:
+    # Two workers seeding at once: both may see no row; the second's change then expects
+    # revision 0, finds 1, and must not store the same state as revision 2.
+    seed = TrafficPolicy.from_dict({"labels": {"stable": 1}})
+    with app.app_context():
+        store.change("tab", "seed", "worker 1", lambda _before: seed, 0)
+        with pytest.raises(store.RevisionMismatch):
+            store.change("tab", "seed", "worker 2", lambda _before: seed, 0)
+        assert store.current("tab").revision == 1
+        assert len(store.audit("tab")) == 1
