@@ -93,6 +93,7 @@ def _settings(config: Mapping[str, Any]) -> ServingSettings:
         )
     return ServingSettings(
         model_root=model_root,
+        pipeline_root=Path(config["PIPELINE_ROOT"]) if config.get("PIPELINE_ROOT") else None,
         load_in_background=bool(config["LOAD_MODELS_IN_BACKGROUND"]),
         tflite_threads=int(config["TFLITE_THREADS"]),
         tf_intra_op_threads=int(config["TF_INTRA_OP_THREADS"]),

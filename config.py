@@ -13,6 +13,7 @@ INSTANCE_DIR = BASE_DIR / "instance"
 
 class Config:
     MODEL_ROOT = str(BASE_DIR / "models")
+    PIPELINE_ROOT = str(BASE_DIR / "pipelines")
     # Each gunicorn worker loads its models after the fork, before it accepts a connection:
     # the workers share one listening socket, so a request (and a readiness probe) only ever
     # reaches a worker whose versions have loaded and answered their warm-up. Loading in the

@@ -39,6 +39,27 @@ def _predict(
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     items = predict_items()
     count_items(len(items))
+    service = inference_service()
+    if name in service.ensembles and version is None and label is None:
+        ensemble = service.predict_ensemble(name, items)
+        return (
+            {
+                "model": name,
+                "combine": ensemble.combine,
+                "request_id": g.get("request_id"),
+                "predictions": [p.to_dict() for p in ensemble.predictions],
+                "members": [
+                    {
+                        "model": m.model,
+                        "version": m.version,
+                        "predictions": [p.to_dict() for p in m.predictions],
+                    }
+                    for m in ensemble.members
+                ],
+            },
+            200,
+            {"X-Route-Reason": "ensemble"},
+        )
     result: PredictResult = inference_service().predict(
         name, items, route=route_request(name, version, label), request_id=g.get("request_id")
     )
@@ -68,7 +89,12 @@ class Models(MethodView):
         Every model with its versions, their state (LOADING, READY, FAILED and why),
         signature, labels and provenance.
         """
-        return [describe_model(m) for m in inference_service().models()]
+        service = inference_service()
+        ensembles = [
+            {**spec.to_dict(), "ready": service.ensemble_ready(name), "versions": []}
+            for name, spec in service.ensembles.items()
+        ]
+        return [describe_model(m) for m in service.models()] + ensembles
 
 
 @blp.route("/<name>")

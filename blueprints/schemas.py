@@ -36,6 +36,9 @@ class ModelSchema(ma.Schema):
     labels = ma.fields.List(ma.fields.String())
     version_policy = ma.fields.Dict()
     versions = ma.fields.List(ma.fields.Nested(VersionSchema))
+    kind = ma.fields.String(metadata={"description": "ensemble, for an ensemble"})
+    combine = ma.fields.String(metadata={"description": "An ensemble's: average, vote or all"})
+    members = ma.fields.List(ma.fields.Dict(), metadata={"description": "An ensemble's members"})
 
 
 class ScoreSchema(ma.Schema):
@@ -51,7 +54,11 @@ class PredictionSchema(ma.Schema):
 
 class PredictResponseSchema(ma.Schema):
     model = ma.fields.String(required=True)
-    version = ma.fields.Integer(required=True)
+    version = ma.fields.Integer(metadata={"description": "Absent for an ensemble"})
+    combine = ma.fields.String(metadata={"description": "An ensemble's combination"})
+    members = ma.fields.List(
+        ma.fields.Dict(), metadata={"description": "An ensemble's members, side by side"}
+    )
     route_reason = ma.fields.String(
         metadata={"description": "pinned, label, sticky, experiment, weighted, stable or latest"}
     )

@@ -8,7 +8,7 @@ import dataclasses
 import io
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -162,6 +162,8 @@ class Prediction:
     label: str
     score: float
     top_k: tuple[tuple[str, float], ...]
+    # Every class's probability in label order: what ensembles average.
+    scores: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,14 +191,24 @@ class Postprocessor:
         scores = scores.reshape(scores.shape[0], -1)
         if self._spec.softmax:
             scores = softmax(scores)
-        k = max(1, min(self._spec.top_k, scores.shape[1]))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        labels = self._spec.labels
-        predictions = []
-        for row, best in zip(scores, order, strict=True):
-            top = tuple(
-                (labels[i] if i < len(labels) else str(int(i)), round(float(row[i]), 6))
-                for i in best
-            )
-            predictions.append(Prediction(label=top[0][0], score=top[0][1], top_k=top))
-        return predictions
+        return [rank(row, self._spec.labels, self._spec.top_k) for row in scores]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._spec.labels
+
+    @property
+    def top_k(self) -> int:
+        return self._spec.top_k
+
+
+def rank(row: np.ndarray, labels: Sequence[str], top_k: int) -> Prediction:
+    """One row of class scores to a Prediction with the ``top_k`` best, labelled."""
+    k = max(1, min(top_k, row.shape[0]))
+    best = np.argsort(-row, kind="stable")[:k]
+    top = tuple(
+        (labels[i] if i < len(labels) else str(int(i)), round(float(row[i]), 6)) for i in best
+    )
+    return Prediction(
+        label=top[0][0], score=top[0][1], top_k=top, scores=tuple(float(v) for v in row)
+    )

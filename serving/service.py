@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import InferenceFailed, InvalidInput, ServingError
+from serving.ensemble import combine, load_ensembles
+from serving.errors import InferenceFailed, InvalidInput, ModelNotFound, ModelNotReady, ServingError
 from serving.pipeline import Item, Prediction
 from serving.registry import Model, ModelRegistry, ModelVersion
 from serving.routing import Route, Router, RouteReason, RouteRequest, TrafficPolicy
@@ -29,6 +30,16 @@ class PredictResult:
     predictions: list[Prediction]
     reason: str = RouteReason.PINNED
     variant: str | None = None
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """An ensemble's answer: the combined predictions and each member's, side by side."""
+
+    model: str
+    predictions: list[Prediction]
+    members: list[PredictResult]
+    combine: str
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class InferenceService:
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(8)
         self._shadow_pending: set[Future[None]] = set()
+        self.ensembles = load_ensembles(settings.pipeline_root) if settings.pipeline_root else {}
+        self._ensemble_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensemble")
         self._stop_watching = threading.Event()
 
     def start(self) -> None:
@@ -158,6 +171,51 @@ class InferenceService:
         ready = {v.version for v in self.registry.model(model).ready_versions()}
         route = self.router.route(model, self.policy(model), ready, request)
         return self.registry.resolve(model, route.version), route
+
+    # -- ensembles ---------------------------------------------------------------------------
+
+    def ensemble_ready(self, name: str) -> bool:
+        """Every member model exists and has a ready version (its pinned one, if pinned)."""
+        for member in self.ensembles[name].members:
+            try:
+                model = self.registry.model(member.model)
+            except ModelNotFound:
+                return False
+            ready = {v.version for v in model.ready_versions()}
+            if not ready or (member.version is not None and member.version not in ready):
+                return False
+        return True
+
+    def predict_ensemble(self, name: str, items: Sequence[Item]) -> EnsembleResult:
+        """Run every member on the same items in parallel and combine their answers."""
+        spec = self.ensembles.get(name)
+        if spec is None:
+            raise ModelNotFound(f"ensemble '{name}' does not exist", details={"model": name})
+        calls: list[tuple[str, int | None]] = []
+        for member in spec.members:
+            if member.every_ready_version:
+                ready = self.registry.model(member.model).ready_versions()
+                calls += [(member.model, v.version) for v in sorted(ready, key=lambda v: v.version)]
+            else:
+                calls.append((member.model, member.version))
+        if not calls:
+            raise ModelNotReady(f"ensemble '{name}' has no ready member", details={"model": name})
+        futures = [
+            self._ensemble_pool.submit(self.predict, model, items, version)
+            for model, version in calls
+        ]
+        members = [future.result() for future in futures]
+        first = self.registry.resolve(members[0].model, members[0].version)
+        assert first.postprocessor is not None
+        predictions = combine(
+            spec.combine,
+            [m.predictions for m in members],
+            first.postprocessor.labels,
+            first.postprocessor.top_k,
+        )
+        return EnsembleResult(
+            model=name, predictions=predictions, members=members, combine=spec.combine
+        )
 
     # -- inference --------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ServingSettings:
     model_root: Path
+    # Ensembles declared as data (pipelines/<name>.toml); None: no ensembles.
+    pipeline_root: Path | None = None
     # Load models in a background thread so the process answers liveness while they load.
     load_in_background: bool = True
     # One thread per interpreter: gunicorn already runs several workers and threads on few cores.

@@ -108,6 +108,7 @@ def make_app(repo: Path) -> Callable[..., Flask]:
                 "TESTING": True,
                 "MODEL_ROOT": str(root or repo),
                 "LOAD_MODELS_IN_BACKGROUND": False,
+                "PIPELINE_ROOT": "",  # the bundled ensembles name bundled models
                 **config,
             },
             runtime_factories=factories or {"fake": fake_factory},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from PIL import Image
 
 from serving.registry import VersionState
@@ -146,3 +148,26 @@ def test_v2_tensor_of_a_holdout_digit_argmax_is_its_label(
     output = response.json["outputs"][0]
     logits = np.asarray(output["data"]).reshape(output["shape"])
     assert logits.argmax(axis=1).tolist() == y[:4].tolist()
+
+
+def test_the_bundled_ensembles_average_and_compare_digits(
+    bundled_client: FlaskClient, digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = digits_holdout
+    upload = {"file": (io.BytesIO(digit_upload(x[0], dark_on_light=True)), "d.png")}
+    listed = {m["name"]: m for m in bundled_client.get("/api/models").get_json()}
+    assert listed["digits-ensemble"]["kind"] == "ensemble"
+    assert listed["digits-ensemble"]["ready"] and listed["digits-compare"]["ready"]
+
+    averaged = bundled_client.post(
+        "/api/models/digits-ensemble/predict", data=upload, content_type="multipart/form-data"
+    ).get_json()
+    upload = {"file": (io.BytesIO(digit_upload(x[0], dark_on_light=True)), "d.png")}
+    compared = bundled_client.post(
+        "/api/models/digits-compare/predict", data=upload, content_type="multipart/form-data"
+    ).get_json()
+
+    assert averaged["predictions"][0]["label"] == str(y[0])
+    assert [m["version"] for m in averaged["members"]] == [1, 2]
+    assert [m["version"] for m in compared["members"]] == [1, 2]
+    assert compared["combine"] == "all"
