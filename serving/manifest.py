@@ -96,9 +96,18 @@ class PostprocessSpec:
     softmax: bool
     top_k: int
     labels: tuple[str, ...]
+    # Below this top score the answer's label is ``below_threshold_label``, not a guess.
+    threshold: float | None = None
+    below_threshold_label: str = "unknown"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "softmax": self.softmax, "top_k": self.top_k}
+        return {
+            "output": self.output,
+            "softmax": self.softmax,
+            "top_k": self.top_k,
+            "threshold": self.threshold,
+            "below_threshold_label": self.below_threshold_label,
+        }
 
 
 @dataclass(frozen=True)
@@ -317,8 +326,20 @@ def load_version(model: str, version_dir: Path, defaults: ModelDefaults) -> Vers
         top_k = post.get("top_k", 1)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ManifestError(f"{where}: postprocess top_k must be a positive integer")
+        threshold = post.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 <= threshold <= 1
+        ):
+            raise ManifestError(f"{where}: postprocess threshold must be between 0 and 1")
         postprocess = PostprocessSpec(
-            output=output, softmax=softmax, top_k=top_k, labels=tuple(labels)
+            output=output,
+            softmax=softmax,
+            top_k=top_k,
+            labels=tuple(labels),
+            threshold=float(threshold) if threshold is not None else None,
+            below_threshold_label=str(post.get("below_threshold_label", "unknown")),
         )
     max_batch_size = data.get("max_batch_size", 32)
     if (

@@ -191,7 +191,17 @@ class Postprocessor:
         scores = scores.reshape(scores.shape[0], -1)
         if self._spec.softmax:
             scores = softmax(scores)
-        return [rank(row, self._spec.labels, self._spec.top_k) for row in scores]
+        predictions = [rank(row, self._spec.labels, self._spec.top_k) for row in scores]
+        threshold = self._spec.threshold
+        if threshold is None:
+            return predictions
+        # The top-k still says what the model thought; only the headline label declines.
+        return [
+            p
+            if p.score >= threshold
+            else dataclasses.replace(p, label=self._spec.below_threshold_label)
+            for p in predictions
+        ]
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -222,3 +222,19 @@ def test_version_policy_describes_itself_for_the_api() -> None:
         "policy": "specific",
         "versions": [1, 3],
     }
+
+
+@pytest.mark.parametrize("threshold", ["high", 1.5, -0.1, True])
+def test_a_threshold_outside_zero_to_one_is_refused(tmp_path: Path, threshold: object) -> None:
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "model.bin").write_bytes(b"x")
+    value = f'"{threshold}"' if isinstance(threshold, str) else str(threshold).lower()
+    (version / "manifest.toml").write_text(
+        'runtime = "fake"\nartifact = "model.bin"\n'
+        '[[inputs]]\nname = "x"\ndatatype = "FP32"\nshape = [-1, 2]\n'
+        '[[outputs]]\nname = "y"\ndatatype = "FP32"\nshape = [-1, 2]\n'
+        f"[postprocess]\nthreshold = {value}\n"
+    )
+    with pytest.raises(ManifestError, match="threshold"):
+        load_version("m", version, ModelDefaults())

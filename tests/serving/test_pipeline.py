@@ -215,3 +215,22 @@ def test_postprocessor_breaks_ties_by_class_order() -> None:
 
     assert [label for label, _ in prediction.top_k] == ["a", "b", "c"]
     assert prediction.score == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_a_threshold_turns_unsure_answers_into_the_declared_label() -> None:
+    from serving.manifest import PostprocessSpec
+    from serving.pipeline import Postprocessor
+
+    post = Postprocessor(
+        PostprocessSpec(
+            output="y",
+            softmax=False,
+            top_k=2,
+            labels=("cat", "dog"),
+            threshold=0.7,
+            below_threshold_label="not sure",
+        )
+    )
+    sure, unsure = post({"y": np.asarray([[0.9, 0.1], [0.55, 0.45]])})
+    assert sure.label == "cat"
+    assert unsure.label == "not sure" and unsure.top_k[0] == ("cat", 0.55)
