@@ -66,7 +66,13 @@ def test_get_model_describes_one_model(client: FlaskClient) -> None:
     [version] = body["versions"]
     assert version["labels"] == ["first", "second"]
     assert [s["step"] for s in version["preprocess"]] == ["decode_image", "resize", "to_array"]
-    assert version["postprocess"] == {"output": "logits", "softmax": True, "top_k": 2}
+    assert version["postprocess"] == {
+        "output": "logits",
+        "softmax": True,
+        "top_k": 2,
+        "threshold": None,
+        "below_threshold_label": "unknown",
+    }
 
 
 def test_unknown_model_is_a_404_envelope(client: FlaskClient) -> None:
