@@ -102,9 +102,3 @@ class SQLStorage(Storage):
     def clear(self, key: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM rate_counters WHERE key = :key"), {"key": key})
-
-    def purge_expired(self) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                sa.text("DELETE FROM rate_counters WHERE expires_at <= :now"), {"now": time.time()}
-            )

@@ -77,10 +77,11 @@ def _infer(
 ) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
     service = inference_service()
     number = _version_number(name, version)
-    service.route(name, route_request(name, number, label))  # 404/503 before parsing the body
+    route = route_request(name, number, label)
+    service.route(name, route)  # 404/503 before parsing the body
     body, binary = read_v2_body()
     request = v2.decode_request(body, binary)
-    result = service.infer(name, request.inputs, route=route_request(name, number, label))
+    result = service.infer(name, request.inputs, route=route)
     answer, binary_out = v2.encode_response(result, request)
     headers = route_headers(result.version, result.reason, result.variant)
     if binary_out:
