@@ -58,8 +58,36 @@ def _metadata(name: str, target: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _ensemble_metadata(name: str) -> dict[str, Any]:
+    service = inference_service()
+    spec = service.ensembles[name]
+    targets = service.ensemble_signature(name)
+    assert targets[0].spec is not None
+    classes = len(targets[0].postprocessor.labels) if targets[0].postprocessor else -1
+    outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    if spec.combine == "average":
+        outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]})
+    else:
+        outputs.append({"name": "score", "datatype": "FP32", "shape": [-1]})
+    if spec.combine == "all":
+        outputs += [
+            {"name": f"{t.model}_v{t.version}", "datatype": "FP32", "shape": [-1, classes]}
+            for t in targets
+        ]
+    return {
+        "name": name,
+        "versions": [],
+        "platform": "ensemble",
+        "inputs": [t.to_dict() for t in targets[0].spec.inputs],
+        "outputs": outputs,
+    }
+
+
 def _ready(name: str, version: str | None) -> tuple[dict[str, Any], int]:
     service = inference_service()
+    if name in service.ensembles and version is None:
+        ready = service.ensemble_ready(name)
+        return {"name": name, "ready": ready}, 200 if ready else 503
     number = _version_number(name, version)
     model = service.model(name)
     if number is None:
@@ -76,14 +104,22 @@ def _infer(
     name: str, version: str | None, label: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]] | Response:
     service = inference_service()
-    number = _version_number(name, version)
-    route = route_request(name, number, label)
-    service.route(name, route)  # 404/503 before parsing the body
-    body, binary = read_v2_body()
-    request = v2.decode_request(body, binary)
-    result = service.infer(name, request.inputs, route=route)
+    if name in service.ensembles and version is None and label is None:
+        service.ensemble_signature(name)  # 404/503/422 before parsing the body
+        body, binary = read_v2_body()
+        request = v2.decode_request(body, binary)
+        result = service.infer_ensemble(name, request.inputs)
+        headers = {"X-Route-Reason": "ensemble"}
+    else:
+        number = _version_number(name, version)
+        route = route_request(name, number, label)
+        service.route(name, route)  # 404/503 before parsing the body
+        body, binary = read_v2_body()
+        request = v2.decode_request(body, binary)
+        result = service.infer(name, request.inputs, route=route)
+        assert result.version is not None
+        headers = route_headers(result.version, result.reason, result.variant)
     answer, binary_out = v2.encode_response(result, request)
-    headers = route_headers(result.version, result.reason, result.variant)
     if binary_out:
         # Binary tensor data extension: the JSON header, then the raw output bytes.
         header = json.dumps(answer, allow_nan=False).encode()
@@ -137,7 +173,12 @@ class ModelMetadata(MethodView):
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(503, schema=ErrorSchema)
     def get(self, name: str) -> dict[str, Any]:
-        """Model metadata (the newest ready version's signature)"""
+        """Model metadata (the newest ready version's signature)
+
+        For an ensemble: the members' shared inputs and the combined outputs.
+        """
+        if name in inference_service().ensembles:
+            return _ensemble_metadata(name)
         return _metadata(name, inference_service().version(name))
 
 

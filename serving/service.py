@@ -45,7 +45,7 @@ class EnsembleResult:
 @dataclass(frozen=True)
 class InferResult:
     model: str
-    version: int
+    version: int | None  # None for an ensemble: no single version answered
     outputs: dict[str, np.ndarray]
     reason: str = RouteReason.PINNED
     variant: str | None = None
@@ -188,6 +188,23 @@ class InferenceService:
 
     def predict_ensemble(self, name: str, items: Sequence[Item]) -> EnsembleResult:
         """Run every member on the same items in parallel and combine their answers."""
+        method, calls = self._ensemble_calls(name)
+        futures = [
+            self._ensemble_pool.submit(self.predict, model, items, version)
+            for model, version in calls
+        ]
+        members = [future.result() for future in futures]
+        first = self.registry.resolve(members[0].model, members[0].version)
+        assert first.postprocessor is not None
+        predictions = combine(
+            method,
+            [m.predictions for m in members],
+            first.postprocessor.labels,
+            first.postprocessor.top_k,
+        )
+        return EnsembleResult(model=name, predictions=predictions, members=members, combine=method)
+
+    def _ensemble_calls(self, name: str) -> tuple[str, list[tuple[str, int | None]]]:
         spec = self.ensembles.get(name)
         if spec is None:
             raise ModelNotFound(f"ensemble '{name}' does not exist", details={"model": name})
@@ -200,22 +217,59 @@ class InferenceService:
                 calls.append((member.model, member.version))
         if not calls:
             raise ModelNotReady(f"ensemble '{name}' has no ready member", details={"model": name})
+        return spec.combine, calls
+
+    def ensemble_signature(self, name: str) -> list[ModelVersion]:
+        """The versions an ensemble would run now; their tensor inputs must be identical for
+        the ensemble to take tensors (v2), since one request feeds all of them."""
+        _, calls = self._ensemble_calls(name)
+        targets = [self.registry.resolve(model, version) for model, version in calls]
+        first = targets[0].spec
+        assert first is not None
+        for target in targets[1:]:
+            assert target.spec is not None
+            if target.spec.inputs != first.inputs:
+                raise InvalidInput(
+                    f"the members of ensemble '{name}' take different tensors; send items "
+                    f"(images or features) to /api/models/{name}/predict instead",
+                    details={"model": name},
+                )
+        return targets
+
+    def infer_ensemble(self, name: str, inputs: Mapping[str, np.ndarray]) -> InferResult:
+        """Tensors through every member in parallel; the answer is tensors too: ``label``
+        (BYTES) and ``probabilities`` (average) or ``score`` (vote share), plus, for
+        ``all``, each member's probabilities as ``<model>_v<version>``."""
+        method, _ = self._ensemble_calls(name)
+        targets = self.ensemble_signature(name)
         futures = [
-            self._ensemble_pool.submit(self.predict, model, items, version)
-            for model, version in calls
+            self._ensemble_pool.submit(self.infer, t.model, inputs, t.version) for t in targets
         ]
-        members = [future.result() for future in futures]
-        first = self.registry.resolve(members[0].model, members[0].version)
-        assert first.postprocessor is not None
-        predictions = combine(
-            spec.combine,
-            [m.predictions for m in members],
-            first.postprocessor.labels,
-            first.postprocessor.top_k,
-        )
-        return EnsembleResult(
-            model=name, predictions=predictions, members=members, combine=spec.combine
-        )
+        answers: list[list[Prediction]] = []
+        for target, future in zip(targets, futures, strict=True):
+            result = future.result()
+            if target.postprocessor is None:
+                raise InvalidInput(
+                    f"member '{target.model}' declares no post-processing to combine",
+                    details={"model": name},
+                )
+            answers.append(target.postprocessor(result.outputs))
+        first = targets[0].postprocessor
+        assert first is not None
+        combined = combine(method, answers, first.labels, first.top_k)
+        outputs: dict[str, np.ndarray] = {
+            "label": np.array([p.label.encode() for p in combined], dtype=np.object_)
+        }
+        if method == "average":
+            outputs["probabilities"] = np.array([p.scores for p in combined], dtype=np.float32)
+        else:
+            outputs["score"] = np.array([p.score for p in combined], dtype=np.float32)
+        if method == "all":
+            for target, answer in zip(targets, answers, strict=True):
+                outputs[f"{target.model}_v{target.version}"] = np.array(
+                    [p.scores for p in answer], dtype=np.float32
+                )
+        return InferResult(model=name, version=None, outputs=outputs, reason="ensemble")
 
     # -- inference --------------------------------------------------------------------------
 

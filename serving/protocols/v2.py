@@ -227,11 +227,9 @@ def encode_response(result: InferResult, request: InferRequest) -> tuple[dict[st
                 data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data]
             output["data"] = data
         outputs.append(output)
-    body: dict[str, Any] = {
-        "model_name": result.model,
-        "model_version": str(result.version),
-        "outputs": outputs,
-    }
+    body: dict[str, Any] = {"model_name": result.model, "outputs": outputs}
+    if result.version is not None:
+        body["model_version"] = str(result.version)
     if request.id is not None:
         body["id"] = request.id
     return body, b"".join(binary)

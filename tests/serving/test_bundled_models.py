@@ -171,3 +171,32 @@ def test_the_bundled_ensembles_average_and_compare_digits(
     assert [m["version"] for m in averaged["members"]] == [1, 2]
     assert [m["version"] for m in compared["members"]] == [1, 2]
     assert compared["combine"] == "all"
+
+
+def test_the_bundled_ensembles_answer_v2_tensors(
+    bundled_client: FlaskClient, digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = digits_holdout
+    tensor = {
+        "name": "pixels",
+        "datatype": "FP32",
+        "shape": [6, 8, 8, 1],
+        "data": x[:6].reshape(-1).tolist(),
+    }
+    metadata = bundled_client.get("/v2/models/digits-ensemble").get_json()
+    assert metadata["platform"] == "ensemble"
+    assert [i["name"] for i in metadata["inputs"]] == ["pixels"]
+    assert bundled_client.get("/v2/models/digits-compare/ready").status_code == 200
+
+    averaged = bundled_client.post("/v2/models/digits-ensemble/infer", json={"inputs": [tensor]})
+    compared = bundled_client.post("/v2/models/digits-compare/infer", json={"inputs": [tensor]})
+
+    assert averaged.status_code == 200, averaged.get_json()
+    outputs = {o["name"]: o for o in averaged.get_json()["outputs"]}
+    assert outputs["label"]["data"] == [str(label) for label in y[:6]]
+    probabilities = np.asarray(outputs["probabilities"]["data"]).reshape(6, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert "model_version" not in averaged.get_json()
+    assert averaged.headers["X-Route-Reason"] == "ensemble"
+    side_by_side = {o["name"]: o["shape"] for o in compared.get_json()["outputs"]}
+    assert side_by_side == {"label": [6], "score": [6], "digits_v1": [6, 10], "digits_v2": [6, 10]}
