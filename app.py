@@ -20,7 +20,7 @@ from accounts.cli import users_cli
 from accounts.limits import init_limits
 from accounts.ratelimit import sqlite_pragmas
 from accounts.usage import init_usage
-from blueprints import admin, auth, deploy, models, pages, v2
+from blueprints import admin, auth, deploy, jobs, models, pages, v2
 from blueprints.errors import register_error_handlers
 from blueprints.io import check_json_body
 from blueprints.security import init_security_headers
@@ -28,6 +28,7 @@ from config import Config, TestingConfig
 from deployments.cli import deploy_cli
 from deployments.sync import init_deployments
 from extensions import db, jwt, make_api, migrate
+from jobs.runner import init_jobs
 from logs import configure_logging
 from serving.runtimes import RuntimeFactory
 from serving.service import InferenceService
@@ -170,6 +171,7 @@ def create_app(
         if float(app.config["MODEL_WATCH_INTERVAL_SECONDS"]) > 0:
             service.watch(float(app.config["MODEL_WATCH_INTERVAL_SECONDS"]))
     init_deployments(app, service, serving=serving)
+    init_jobs(app, service, serving=serving)
 
     # Order matters: request ids first, then rate limits (per-IP counted before credentials
     # are checked), then authentication and permissions, then the body checks (nobody gets a
@@ -187,6 +189,7 @@ def create_app(
     api.register_blueprint(v2.blp)
     api.register_blueprint(admin.blp)
     api.register_blueprint(deploy.blp)
+    api.register_blueprint(jobs.blp)
     app.register_blueprint(pages.bp)
     _document_security_errors(api)
     app.cli.add_command(users_cli)

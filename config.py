@@ -67,6 +67,16 @@ class Config:
     # How often each process checks the shared deployment state for a newer revision.
     DEPLOY_SYNC_INTERVAL_SECONDS = 0.25
     MAX_JSON_DEPTH = 64
+    # Batch jobs: the upload, how many items and unpacked bytes it may hold, how many of one
+    # caller's jobs may wait or run at once; how often each process looks for a job to run,
+    # and how long a claimed job stays with a process that stopped renewing it (it then
+    # resumes elsewhere, or in the restarted process, from the first unanswered item).
+    JOB_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+    JOB_MAX_ITEMS = 10_000
+    JOB_MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+    JOB_MAX_ACTIVE_PER_OWNER = 4
+    JOB_POLL_INTERVAL_SECONDS = 1.0
+    JOB_LEASE_SECONDS = 15.0
     MAX_FORM_PARTS = 64
     MAX_FORM_MEMORY_SIZE = 64 * 1024
 
@@ -96,5 +106,6 @@ class TestingConfig(Config):
     # One in-memory connection is shared: tests refresh policies explicitly, no poller.
     DEPLOY_SYNC_INTERVAL_SECONDS = 0.0
     MODEL_WATCH_INTERVAL_SECONDS = 0.0
+    JOB_POLL_INTERVAL_SECONDS = 0.0  # tests run jobs with runner.run_once()
     JWT_SECRET_KEY = "testing-secret-that-is-long-enough-0123456789"
     JWT_COOKIE_SECURE = False

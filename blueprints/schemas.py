@@ -156,3 +156,31 @@ class V2VersionStatsSchema(ma.Schema):
 class V2StatsSchema(ma.Schema):
     name = ma.fields.String(required=True)
     versions = ma.fields.List(ma.fields.Nested(V2VersionStatsSchema))
+
+
+class JobProgressSchema(ma.Schema):
+    total = ma.fields.Integer()
+    done = ma.fields.Integer(metadata={"description": "Items answered"})
+    failed = ma.fields.Integer(metadata={"description": "Items that hit an error"})
+    percent = ma.fields.Float()
+
+
+class JobSchema(ma.Schema):
+    id = ma.fields.String()
+    model = ma.fields.String()
+    version = ma.fields.Integer(metadata={"description": "Chosen at submission, for every item"})
+    route_reason = ma.fields.String()
+    state = ma.fields.String(
+        metadata={"description": "queued, running, succeeded, failed or cancelled"}
+    )
+    input = ma.fields.Dict()
+    progress = ma.fields.Nested(JobProgressSchema)
+    error = ma.fields.String(allow_none=True)
+    created_at = ma.fields.DateTime()
+    started_at = ma.fields.DateTime(allow_none=True)
+    finished_at = ma.fields.DateTime(allow_none=True)
+    links = ma.fields.Dict(metadata={"description": "self, results_jsonl, results_csv"})
+
+
+class JobResultsQuerySchema(ma.Schema):
+    format = ma.fields.String(load_default="jsonl", validate=ma.validate.OneOf(["jsonl", "csv"]))

@@ -75,6 +75,9 @@ class InferenceService:
         self.ensembles = load_ensembles(settings.pipeline_root) if settings.pipeline_root else {}
         self._ensemble_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensemble")
         self._stop_watching = threading.Event()
+        # Interactive runtime calls under way; background work (batch jobs) waits for none.
+        self._interactive = 0
+        self._idle = threading.Condition(self._flight)
 
     def start(self) -> None:
         """Discover the repository, then load it (in the background if configured)."""
@@ -446,19 +449,68 @@ class InferenceService:
             raise InvalidInput("every input must carry the same, non-zero number of items")
         return self._run(target, inputs)
 
-    def _run(self, target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict_background(
+        self,
+        model: str,
+        version: int,
+        items: Sequence[Item],
+        *,
+        max_wait_seconds: float = 0.5,
+    ) -> list[Prediction | ServingError]:
+        """Batch-job work: each item's prediction, or the error that item alone hit.
+
+        It runs after interactive requests: it first waits (up to ``max_wait_seconds``, so a
+        busy server still makes progress) until no interactive call is under way, and calls
+        the runtime directly rather than queueing in the version's batcher ahead of them.
+        """
+        target = self.registry.resolve(model, version)
+        assert target.pipeline is not None and target.spec is not None
+        if target.postprocessor is None:
+            raise InvalidInput(f"model '{model}' declares no post-processing")
+        self.wait_idle(max_wait_seconds)
+        answers: list[Prediction | ServingError | None] = [None] * len(items)
+        rows, good = [], []
+        for i, item in enumerate(items):
+            try:
+                rows.append(target.pipeline.transform(item, i))
+                good.append(i)
+            except ServingError as err:
+                answers[i] = err
+        if rows:
+            batch = {target.spec.inputs[0].name: np.stack(rows)}
+            outcome: list[Prediction | ServingError]
+            try:
+                outcome = list(target.postprocessor(self._run(target, batch, background=True)))
+            except ServingError as err:
+                outcome = [err] * len(good)  # the batch failed: every item in it did
+            for i, answer in zip(good, outcome, strict=True):
+                answers[i] = answer
+        return [a for a in answers if a is not None]
+
+    def wait_idle(self, timeout_seconds: float) -> bool:
+        """Block until no interactive runtime call is under way; True if none was left."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._interactive == 0, timeout_seconds)
+
+    def _run(
+        self, target: ModelVersion, inputs: Mapping[str, np.ndarray], *, background: bool = False
+    ) -> dict[str, np.ndarray]:
         """Feed the runtime batches of at most the version's ``max_batch_size``."""
         assert target.runtime is not None and target.spec is not None
         with self._flight:
             target.in_flight += 1
+            self._interactive += not background
         try:
-            return self._run_batches(target, inputs)
+            return self._run_batches(target, inputs, background)
         finally:
             with self._flight:
                 target.in_flight -= 1
+                self._interactive -= not background
+                if self._interactive == 0:
+                    self._idle.notify_all()
 
     def _run_batches(
-        self, target: ModelVersion, inputs: Mapping[str, np.ndarray]
+        self, target: ModelVersion, inputs: Mapping[str, np.ndarray], background: bool
     ) -> dict[str, np.ndarray]:
         assert target.runtime is not None and target.spec is not None
         size = next(iter(inputs.values())).shape[0]
@@ -467,7 +519,8 @@ class InferenceService:
         for start in range(0, size, step):
             part = {k: v[start : start + step] for k, v in inputs.items()}
             try:
-                run = target.batcher.submit if target.batcher else target.runtime.predict
+                batcher = None if background else target.batcher
+                run = batcher.submit if batcher else target.runtime.predict
                 chunks.append(run(part))
             except ServingError:
                 raise

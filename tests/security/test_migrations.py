@@ -30,6 +30,8 @@ TABLES = {
     "stat_counters",
     "prediction_log",
     "feedback",
+    "jobs",
+    "job_results",
     "alembic_version",
 }
 

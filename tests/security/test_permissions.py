@@ -70,6 +70,11 @@ NEEDS: dict[tuple[str, str], str] = {
     ("post", "/api/models/{name}/versions"): "admin",
     ("post", "/v2/models/{name}/labels/{label}/infer"): "infer",
     ("get", "/v2/models/{name}/stats"): "models:read",
+    ("post", "/api/jobs"): "infer",
+    ("get", "/api/jobs"): "infer",
+    ("get", "/api/jobs/{job_id}"): "infer",
+    ("delete", "/api/jobs/{job_id}"): "infer",
+    ("get", "/api/jobs/{job_id}/results"): "infer",
 }
 
 # Endpoints anyone may reach: the spec, the docs and their assets, the landing page, health,
@@ -85,7 +90,14 @@ PUBLIC_ENDPOINTS = {
     "v2.Ready",
     "auth.Token",
 }
-PATH_VALUES = {"name": "tab", "version": "1", "user_id": "1", "key_id": "1", "label": "stable"}
+PATH_VALUES = {
+    "name": "tab",
+    "version": "1",
+    "user_id": "1",
+    "key_id": "1",
+    "label": "stable",
+    "job_id": "0" * 32,
+}
 # Bodies are sent empty, except where the operation checks credentials in its body.
 BODIES = {("post", "/auth/token"): {"username": "viewer", "password": PASSWORD}}
 

@@ -1,0 +1,152 @@
+"""The job runner: resumes after a restart without answering an item twice, gives way to
+interactive requests, and never lets two processes work one job."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+from flask import Flask
+
+from extensions import db
+from jobs import store
+from jobs.models import JobResult
+from jobs.runner import JobRunner
+from serving.jobs import JobLimits
+from serving.manifest import VersionSpec
+from serving.runtimes.fake import FakeRuntime, echo
+from serving.service import InferenceService
+from serving.settings import ServingSettings
+from tests.conftest import client_as
+
+ITEMS = [{"a": float(i), "b": 1.0} for i in range(7)]  # v2 batches by 2: four chunks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def runner_for(app: Flask, clock: Clock) -> JobRunner:
+    return JobRunner(
+        app,
+        app.extensions["modelgate.service"],
+        interval_seconds=1,
+        lease_seconds=15,
+        limits=JobLimits(),
+        clock=clock,
+    )
+
+
+def submit(app: Flask) -> str:
+    data = "".join(json.dumps(i) + "\n" for i in ITEMS).encode()
+    response = client_as(app, "admin").post(
+        "/api/jobs",
+        data={"model": "tab", "version": "2", "file": (io.BytesIO(data), "in.jsonl")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.get_json()
+    job_id: str = response.get_json()["id"]
+    return job_id
+
+
+def stored_indexes(app: Flask, job_id: str) -> list[int]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                db.select(JobResult.index).where(JobResult.job_id == job_id).order_by("index")
+            )
+        )
+
+
+def test_a_job_resumes_after_a_restart_from_the_first_unanswered_item(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path}/state.db"
+    first = make_app(SQLALCHEMY_DATABASE_URI=database)
+    job_id = submit(first)
+    clock = Clock()
+    assert runner_for(first, clock).run_once(max_chunks=1)  # then the process dies
+    assert stored_indexes(first, job_id) == [0, 1]
+
+    restarted = make_app(SQLALCHEMY_DATABASE_URI=database)
+    runner = runner_for(restarted, clock)
+    assert runner.run_once() is False  # the dead process's lease has not run out yet
+    clock.now += 16
+    assert runner.run_once() is True
+
+    assert stored_indexes(restarted, job_id) == list(range(7))
+    job = client_as(restarted, "admin").get(f"/api/jobs/{job_id}").get_json()
+    assert (job["state"], job["progress"]["done"], job["progress"]["failed"]) == (
+        "succeeded",
+        7,
+        0,
+    )
+    # Items answered before the restart were not run again.
+    runtime = restarted.extensions["modelgate.service"].registry.resolve("tab", 2).runtime
+    assert runtime.batch_sizes[-3:] == [2, 2, 1]
+
+
+def test_a_process_that_lost_its_lease_stores_nothing_more(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/state.db")
+    job_id = submit(app)
+    clock = Clock()
+    with app.app_context():
+        assert store.claim("slow", clock(), 15) == job_id
+        clock.now += 16
+        assert store.claim("fast", clock(), 15) == job_id
+        assert store.claim("third", clock(), 15) is None
+        assert store.finish(job_id, "slow", store.SUCCEEDED) is False
+        assert store.finish(job_id, "fast", store.SUCCEEDED) is True
+
+
+def test_background_work_waits_for_interactive_calls(repo: Path) -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    def blocking(spec: VersionSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if threading.current_thread().name == "interactive":
+            release.wait(5)
+        order.append(threading.current_thread().name)
+        return echo(spec, inputs)
+
+    service = InferenceService(
+        ServingSettings(model_root=repo, load_in_background=False),
+        {"fake": lambda spec, settings: FakeRuntime(spec, blocking)},
+    )
+    service.start()
+    order.clear()  # the warm-up calls at load
+    interactive = threading.Thread(
+        target=service.predict, args=("tab", [{"a": 1, "b": 2}]), name="interactive"
+    )
+    background = threading.Thread(
+        target=service.predict_background,
+        args=("tab", 1, [{"a": 3, "b": 1}]),
+        kwargs={"max_wait_seconds": 5},
+        name="background",
+    )
+    interactive.start()
+    time.sleep(0.05)
+    background.start()
+    time.sleep(0.2)
+    assert order == []  # the job did not run while the interactive call was under way
+    release.set()
+    interactive.join(5)
+    background.join(5)
+    assert order == ["interactive", "background"]
+
+
+def test_background_answers_keep_a_bad_item_to_itself(service: InferenceService) -> None:
+    answers = service.predict_background("tab", 1, [{"a": 1, "b": 2}, {"x": 1}, {"a": 5, "b": 0}])
+    assert [getattr(a, "label", None) for a in answers] == ["b", None, "a"]
+    assert "x" in str(answers[1])
