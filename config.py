@@ -78,7 +78,11 @@ class Config:
     JOB_POLL_INTERVAL_SECONDS = 1.0
     JOB_LEASE_SECONDS = 15.0
     MAX_FORM_PARTS = 64
-    MAX_FORM_MEMORY_SIZE = 64 * 1024
+    # werkzeug holds a multipart part's bytes up to the next newline in one buffer and checks
+    # this limit on that buffer for file parts too (reading 64 KiB at a time): at 64 KiB every
+    # upload above about that size was refused. It must exceed a read plus the longest line a
+    # file may hold (a JSONL job line may be 1 MiB); text fields are bounded by it too.
+    MAX_FORM_MEMORY_SIZE = 2 * 1024 * 1024
 
     API_TITLE = "ModelGate"
     API_VERSION = "0.1.0"

@@ -15,6 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from serving.manifest import VersionSpec
 from serving.runtimes.fake import FakeRuntime
@@ -258,10 +260,33 @@ def test_too_many_multipart_parts_is_413(
     assert_error(response, 413, "payload_too_large")
 
 
-def test_oversized_multipart_text_field_is_413(client: FlaskClient) -> None:
+def test_oversized_multipart_text_field_is_413(make_app: MakeApp) -> None:
+    client = client_as(make_app(MAX_FORM_MEMORY_SIZE=100 * 1024), "admin")
     image = png_bytes(Image.new("L", (4, 4)))
     fields = {"file": (io.BytesIO(image), "a.png"), "note": "x" * (128 * 1024)}
 
     response = client.post("/api/models/img/predict", data=fields)
 
     assert_error(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("newlines", [False, True])
+def test_a_multipart_image_of_several_mebibytes_is_accepted(
+    client: FlaskClient, newlines: bool
+) -> None:
+    """Regression: werkzeug's per-part buffer limit refused every upload above ~64 KiB."""
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    if not newlines:
+        noise[noise == 10] = 11  # no line break in the file: one long run of bytes
+    image = png_bytes(Image.fromarray(noise))
+    assert len(image) > 4 * MiB
+
+    # Encoded here: the test client spools a large multipart body to a file it never closes.
+    boundary, body = encode_multipart({"file": FileStorage(io.BytesIO(image), "a.png")})
+    response = client.post(
+        "/api/models/img/predict",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+
+    assert response.status_code == 200, response.get_json()

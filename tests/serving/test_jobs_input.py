@@ -70,7 +70,7 @@ def test_jsonl_lines_are_named_by_line_number_and_blank_lines_skipped() -> None:
 def test_the_kind_comes_from_the_name_or_the_type() -> None:
     assert JobInput.kind_of("photos.ZIP", None) == "zip"
     assert JobInput.kind_of("upload", "application/x-ndjson") == "jsonl"
-    with pytest.raises(InvalidInput, match="upload a .zip"):
+    with pytest.raises(InvalidInput, match=r"upload a \.zip"):
         JobInput.kind_of("data.csv", "text/csv")
 
 
