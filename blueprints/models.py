@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from flask import g
+from flask import Response, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -15,6 +16,8 @@ from blueprints.io import predict_items
 from blueprints.schemas import PREDICT_REQUEST_BODY, ModelSchema, PredictResponseSchema
 from blueprints.traffic import route_headers, route_request
 from extensions import inference_service
+from serving.artifacts import artifact_of
+from serving.errors import VersionNotFound
 from serving.registry import describe_model
 from serving.service import PredictResult
 
@@ -160,3 +163,39 @@ class PredictLabel(MethodView):
     def post(self, name: str, label: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Predict with the version a label points at (stable, canary, ...)"""
         return _predict(name, label=label)
+
+
+@blp.route("/<name>/versions/<int:version>/artifact")
+class VersionArtifact(MethodView):
+    @requires("infer")
+    @blp.response(
+        200,
+        description="The artifact: a .tflite file as served, or a SavedModel directory as zip",
+        content_type="application/octet-stream",
+    )
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version")
+    def get(self, name: str, version: int) -> Response:
+        """Download a version's artifact for on-device use
+
+        Whoever may run the model may take it: the same `infer` permission and model scope.
+        `X-Artifact-SHA256` (hex) and `Repr-Digest` (RFC 9530) carry its SHA-256; the bytes
+        of a version never change, so the digest is stable across downloads and replicas.
+        """
+        model = inference_service().model(name)
+        found = model.versions.get(version)
+        if found is None:
+            raise VersionNotFound(
+                f"model '{name}' has no version {version}", details={"model": name}
+            )
+        artifact = artifact_of(found)
+        digest = bytes.fromhex(artifact.sha256)
+        return Response(
+            artifact.data,
+            mimetype=artifact.media_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{artifact.filename}"',
+                "X-Artifact-SHA256": digest.hex(),
+                "Repr-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
+                "X-Model-Version": str(version),
+            },
+        )

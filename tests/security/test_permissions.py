@@ -70,6 +70,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("post", "/api/models/{name}/versions"): "admin",
     ("post", "/v2/models/{name}/labels/{label}/infer"): "infer",
     ("get", "/v2/models/{name}/stats"): "models:read",
+    ("get", "/api/models/{name}/versions/{version}/artifact"): "infer",
     ("post", "/api/jobs"): "infer",
     ("get", "/api/jobs"): "infer",
     ("get", "/api/jobs/{job_id}"): "infer",
