@@ -15,7 +15,7 @@ def main() -> None:
         for module in (digits, shapes, iris):
             name = module.NAME
             with common.Timer() as t:
-                results.extend(module.main(args.models_dir))
+                results.extend(module.main(args.models_dir, args.eval_data_only))
             timings[name] = t.seconds
             print(f"[{name}] done in {t.seconds:.1f}s", flush=True)
 

@@ -2,7 +2,7 @@
 
 Exporting Keras models as SavedModel, converting them to TFLite, evaluating the
 *served* artifacts (not the in-memory Keras model), measuring artifact sizes,
-writing TOML by hand and replacing version directories atomically.
+writing TOML (with serving.tomlwrite) and replacing version directories atomically.
 
 TensorFlow / Keras are imported inside the functions that need them, so this
 module itself is cheap to import.
@@ -11,18 +11,17 @@ module itself is cheap to import.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import shutil
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from serving.tomlwrite import dumps_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -71,6 +70,11 @@ def parse_args(description: str) -> argparse.Namespace:
         type=Path,
         default=MODELS_DIR,
         help="where to write models/<name>/... (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-data-only",
+        action="store_true",
+        help="write model.toml and the holdout/calibration data, train nothing",
     )
     return parser.parse_args()
 
@@ -213,90 +217,6 @@ def evaluate_artifact(
     return float(np.mean(np.argmax(scores, axis=-1) == np.asarray(y)))
 
 
-# --------------------------------------------------------------------------
-# TOML (a small writer: strings, bools, ints, floats, arrays, tables and
-# arrays of tables are all the manifests need)
-# --------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return repr(f)
-    if isinstance(v, str):
-        return _toml_string(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(i) for i in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(i)}" for k, i in v.items()) + "}"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(i, Mapping) for i in v)
-
-
-def _toml_body(data: Mapping[str, Any], prefix: str, lines: list[str]) -> None:
-    # Plain key/values first: after a [header] every key belongs to that table.
-    for k, v in data.items():
-        if not isinstance(v, Mapping) and not _is_table_array(v):
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for k, v in data.items():
-        name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
-        if isinstance(v, Mapping):
-            lines.append("")
-            lines.append(f"[{name}]")
-            _toml_body(v, name, lines)
-        elif _is_table_array(v):
-            for item in v:
-                lines.append("")
-                lines.append(f"[[{name}]]")
-                _toml_body(item, name, lines)
-
-
-def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Serialise nested dicts/lists to TOML; checked by parsing it back with ``tomllib``."""
-    lines: list[str] = []
-    _toml_body(data, "", lines)
-    text = "\n".join(lines).lstrip("\n") + "\n"
-    tomllib.loads(text)  # raises if the writer produced invalid TOML
-    return text
-
-
 def version_manifest(
     *,
     script: str,
@@ -352,18 +272,41 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_model_toml(
-    model_dir: Path, description: str, labels: list[str], policy: str = "all"
+    model_dir: Path,
+    description: str,
+    labels: list[str],
+    policy: str = "all",
+    *,
+    holdout: str | Mapping[str, str] | None = None,
+    calibration: str | Mapping[str, str] | None = None,
 ) -> None:
-    write_text_atomic(
-        model_dir / "model.toml",
-        dumps_toml(
-            {
-                "description": description,
-                "labels": list(labels),
-                "version_policy": {"policy": policy},
-            }
-        ),
-    )
+    """``holdout`` and ``calibration`` declare the evaluation data `flask models optimize`
+    uses: a file name next to model.toml, or ``{"generator": "training.<script>:<function>"}``."""
+    data: dict[str, Any] = {"description": description, "labels": list(labels)}
+    if holdout is not None:
+        data["holdout"] = holdout
+    if calibration is not None:
+        data["calibration"] = calibration
+    data["version_policy"] = {"policy": policy}
+    write_text_atomic(model_dir / "model.toml", dumps_toml(data))
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed ``.npz`` next to its final name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    tmp.replace(path)
+
+
+CALIBRATION_SIZE = 200
+
+
+def calibration_rows(n: int, size: int = CALIBRATION_SIZE, seed: int = SEED) -> np.ndarray:
+    """Sorted indices of ``size`` training rows (all of them if fewer) for int8 calibration."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Version 2: a small CNN with Dropout served as float32 TFLite.
 
 Input ``pixels``: FP32 [-1, 8, 8, 1], grey level / 16 (0 = background,
 1 = full ink).  Output ``logits``: FP32 [-1, 10] (no softmax in the model).
-The holdout split is saved to ``models/digits/holdout.npz``.
+The holdout split is saved to ``models/digits/holdout.npz``, calibration samples for int8
+quantization to ``calibration.npz`` (``--eval-data-only`` writes just these and model.toml).
 
 Run with ``python -m training.digits``.
 """
@@ -174,21 +175,36 @@ def manifest(runtime: str, artifact: str, architecture: str, epochs: int, holdou
     )
 
 
-def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
+def write_eval_data(model_dir: Path) -> None:
+    """model.toml and the data `flask models optimize` evaluates and calibrates with: the
+    holdout split, and ``CALIBRATION_SIZE`` un-augmented training images."""
+    x_train, y_train, x_test, y_test = load_data()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    common.write_model_toml(
+        model_dir, DESCRIPTION, LABELS, holdout="holdout.npz", calibration="calibration.npz"
+    )
+    common.save_npz_atomic(
+        model_dir / "holdout.npz", x=x_test.astype(np.float32), y=y_test.astype(np.int64)
+    )
+    rows = common.calibration_rows(len(x_train))
+    common.save_npz_atomic(
+        model_dir / "calibration.npz",
+        x=x_train[rows].astype(np.float32),
+        y=y_train[rows].astype(np.int64),
+    )
+
+
+def main(models_dir: Path = common.MODELS_DIR, eval_data_only: bool = False) -> list[dict]:
+    model_dir = Path(models_dir) / NAME
+    write_eval_data(model_dir)
+    if eval_data_only:
+        return []
     common.set_determinism(common.SEED)
     import keras
 
-    model_dir = Path(models_dir) / NAME
     common.cleanup_stale(model_dir)
     x_train, y_train, x_test, y_test = load_data()
     x_aug, y_aug = augment(x_train, y_train)
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    common.write_model_toml(model_dir, DESCRIPTION, LABELS)
-    holdout = model_dir / "holdout.npz"
-    with open(holdout.with_suffix(".npz.tmp"), "wb") as f:
-        np.savez_compressed(f, x=x_test.astype(np.float32), y=y_test.astype(np.int64))
-    holdout.with_suffix(".npz.tmp").replace(holdout)
 
     summaries = []
     with common.Timer() as t:
@@ -248,5 +264,5 @@ def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
 if __name__ == "__main__":
     args = common.parse_args(__doc__.splitlines()[0])
     with common.Timer() as total:
-        main(args.models_dir)
+        main(args.models_dir, args.eval_data_only)
     print(f"[digits] done in {total.seconds:.1f}s", flush=True)

@@ -82,15 +82,28 @@ def manifest(holdout_size: int):
     )
 
 
-def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
+def write_eval_data(model_dir: Path) -> None:
+    """model.toml, the holdout split and the training rows as calibration samples."""
+    x_train, y_train, x_test, y_test = load_data()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    common.write_model_toml(
+        model_dir, DESCRIPTION, LABELS, holdout="holdout.npz", calibration="calibration.npz"
+    )
+    common.save_npz_atomic(model_dir / "holdout.npz", x=x_test, y=y_test)
+    rows = common.calibration_rows(len(x_train))
+    common.save_npz_atomic(model_dir / "calibration.npz", x=x_train[rows], y=y_train[rows])
+
+
+def main(models_dir: Path = common.MODELS_DIR, eval_data_only: bool = False) -> list[dict]:
+    model_dir = Path(models_dir) / NAME
+    write_eval_data(model_dir)
+    if eval_data_only:
+        return []
     common.set_determinism(common.SEED)
     import keras
 
-    model_dir = Path(models_dir) / NAME
     common.cleanup_stale(model_dir)
     x_train, y_train, x_test, y_test = load_data()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    common.write_model_toml(model_dir, DESCRIPTION, LABELS)
 
     with common.Timer() as t:
         keras.utils.set_random_seed(common.SEED)
@@ -111,5 +124,5 @@ def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
 if __name__ == "__main__":
     args = common.parse_args(__doc__.splitlines()[0])
     with common.Timer() as total:
-        main(args.models_dir)
+        main(args.models_dir, args.eval_data_only)
     print(f"[iris] done in {total.seconds:.1f}s", flush=True)

@@ -49,13 +49,45 @@ PREPROCESS = [
 ]
 
 
+def _scaled(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
 def load_data():
     """(x_train, y_train, x_holdout, y_holdout); x is float32 N x 64 x 64 x 3 in [0, 1]."""
     x_train, y_train = shapes_data.generate(TRAIN_N, TRAIN_SEED, SIZE)
     x_train = augment_aspect(x_train, TRAIN_SEED)
-    x_test, y_test = shapes_data.generate(HOLDOUT_N, HOLDOUT_SEED, SIZE)
-    scale = np.float32(1.0 / 255.0)
-    return x_train.astype(np.float32) * scale, y_train, x_test.astype(np.float32) * scale, y_test
+    x_test, y_test = holdout_set()
+    return _scaled(x_train), y_train, x_test, y_test
+
+
+# The images are noisy and do not compress: 3000 of them take about 30 MB even as uint8. They are
+# regenerated instead (about a second), which model.toml declares as generators.
+CALIBRATION_N, CALIBRATION_SEED = 240, 3
+
+
+def holdout_set() -> tuple[np.ndarray, np.ndarray]:
+    """The holdout images (float32 in [0, 1]) and labels: `flask models optimize` evaluates
+    on these (declared in model.toml)."""
+    x, y = shapes_data.generate(HOLDOUT_N, HOLDOUT_SEED, SIZE)
+    return _scaled(x), y
+
+
+def calibration_set() -> tuple[np.ndarray, np.ndarray]:
+    """Images drawn like the training set, with a seed of their own (never the holdout's),
+    for int8 calibration."""
+    x, y = shapes_data.generate(CALIBRATION_N, CALIBRATION_SEED, SIZE)
+    return _scaled(x), y
+
+
+def write_model_toml(model_dir: Path) -> None:
+    common.write_model_toml(
+        model_dir,
+        DESCRIPTION,
+        LABELS,
+        holdout={"generator": "training.shapes:holdout_set"},
+        calibration={"generator": "training.shapes:calibration_set"},
+    )
 
 
 ASPECT_FRACTION = 0.5
@@ -223,19 +255,21 @@ def manifest(runtime: str, artifact: str, architecture: str, epochs: int, holdou
     )
 
 
-def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
+def main(models_dir: Path = common.MODELS_DIR, eval_data_only: bool = False) -> list[dict]:
+    model_dir = Path(models_dir) / NAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_model_toml(model_dir)
+    if eval_data_only:
+        return []
     common.set_determinism(common.SEED)
     import keras
 
-    model_dir = Path(models_dir) / NAME
     common.cleanup_stale(model_dir)
     with common.Timer() as t:
         x_train, y_train, x_test, y_test = load_data()
     print(
         f"[shapes] generated {len(x_train)} + {len(x_test)} images in {t.seconds:.1f}s", flush=True
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    common.write_model_toml(model_dir, DESCRIPTION, LABELS)
 
     summaries = []
     with common.Timer() as t:
@@ -283,5 +317,5 @@ def main(models_dir: Path = common.MODELS_DIR) -> list[dict]:
 if __name__ == "__main__":
     args = common.parse_args(__doc__.splitlines()[0])
     with common.Timer() as total:
-        main(args.models_dir)
+        main(args.models_dir, args.eval_data_only)
     print(f"[shapes] done in {total.seconds:.1f}s", flush=True)
