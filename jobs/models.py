@@ -17,7 +17,11 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     id: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
     # The principal that submitted it ("user:3", "key:7"): nobody else may see it.
     owner: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    # "predict" (items through a model) or "optimize" (a new version from an existing one).
     kind: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="predict")
+    # What the kind needs beyond the columns (JSON), and what it produced (JSON).
+    params: orm.Mapped[str | None] = orm.mapped_column(sa.Text, nullable=True)
+    result: orm.Mapped[str | None] = orm.mapped_column(sa.Text, nullable=True)
     model: orm.Mapped[str] = orm.mapped_column(sa.String(128))
     # Chosen when the job is submitted, so every item is answered by the same version.
     version: orm.Mapped[int] = orm.mapped_column()

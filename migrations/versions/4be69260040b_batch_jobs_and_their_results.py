@@ -23,6 +23,8 @@ def upgrade():
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("owner", sa.String(length=64), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("params", sa.Text(), nullable=True),
+        sa.Column("result", sa.Text(), nullable=True),
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("route_reason", sa.String(length=32), nullable=False),
