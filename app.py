@@ -30,6 +30,7 @@ from deployments.sync import init_deployments
 from extensions import db, jwt, make_api, migrate
 from jobs.runner import init_jobs
 from logs import configure_logging
+from modelops.cli import models_cli
 from serving.runtimes import RuntimeFactory
 from serving.service import InferenceService
 from serving.settings import ServingSettings
@@ -194,5 +195,6 @@ def create_app(
     _document_security_errors(api)
     app.cli.add_command(users_cli)
     app.cli.add_command(deploy_cli)
+    app.cli.add_command(models_cli)
     register_error_handlers(app)
     return app

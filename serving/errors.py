@@ -74,3 +74,48 @@ class InferenceFailed(ServingError):
     """The runtime raised while executing a batch that had passed validation."""
 
     code = "inference_failed"
+
+
+# Offline work on the model repository: optimizing and importing versions.
+
+
+class UnsupportedSource(ServingError):
+    """The source of an optimization or import is not a format that can be used."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "unsupported_source"
+
+
+class EvaluationDataError(ServingError):
+    """A model declares no holdout or calibration set, or the declared one does not fit it."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "evaluation_data_error"
+
+
+class ConversionFailed(ServingError):
+    """The TFLite converter could not convert the source in the requested mode."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "conversion_failed"
+
+
+class TrainingOpsRemain(ServingError):
+    """A converted graph still holds training-only ops (dropout, random, batch-norm updates)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "training_ops_remain"
+
+
+class AccuracyGateFailed(ServingError):
+    """The optimized version loses more holdout accuracy than allowed; nothing was written."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "accuracy_gate_failed"
+
+
+class ImportFailed(ServingError):
+    """An artifact could not be read or does not load as a version."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "import_failed"
