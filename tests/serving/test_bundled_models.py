@@ -62,6 +62,8 @@ def test_every_bundled_version_is_ready(service: InferenceService) -> None:
         ("shapes", 1),
         ("shapes", 2),
         ("iris", 1),
+        ("digits", 3),
+        ("shapes", 3),
     }
     assert all(v.state is VersionState.READY for v in versions), [
         (v.model, v.version, v.reason) for v in versions
@@ -82,7 +84,8 @@ def test_manifest_artifact_bytes_match_the_files(service: InferenceService) -> N
             assert size < 3_000_000
 
 
-@pytest.mark.parametrize("version", [1, 2])
+# Version 3 of digits and shapes: int8, made from version 1 by `flask models optimize`.
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("dark_on_light", [True, False])
 def test_uploaded_holdout_digits_predict_their_labels(
     service: InferenceService,
@@ -100,7 +103,7 @@ def test_uploaded_holdout_digits_predict_their_labels(
     assert accuracy >= 0.9, accuracy
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_generated_shapes_predict_their_class(service: InferenceService, version: int) -> None:
     rng = np.random.default_rng(20261125)
     classes = [i % len(shapes_data.CLASSES) for i in range(60)]
@@ -169,7 +172,7 @@ def test_the_bundled_ensembles_average_and_compare_digits(
 
     assert averaged["predictions"][0]["label"] == str(y[0])
     assert [m["version"] for m in averaged["members"]] == [1, 2]
-    assert [m["version"] for m in compared["members"]] == [1, 2]
+    assert [m["version"] for m in compared["members"]] == [1, 2, 3]
     assert compared["combine"] == "all"
 
 
@@ -199,4 +202,8 @@ def test_the_bundled_ensembles_answer_v2_tensors(
     assert "model_version" not in averaged.get_json()
     assert averaged.headers["X-Route-Reason"] == "ensemble"
     side_by_side = {o["name"]: o["shape"] for o in compared.get_json()["outputs"]}
-    assert side_by_side == {"label": [6], "score": [6], "digits_v1": [6, 10], "digits_v2": [6, 10]}
+    assert side_by_side == {
+        "label": [6],
+        "score": [6],
+        **{f"digits_v{v}": [6, 10] for v in (1, 2, 3)},
+    }
