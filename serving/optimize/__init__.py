@@ -250,7 +250,7 @@ def optimize(
     holdout, or no calibration samples for int8), ConversionFailed, TrainingOpsRemain, or
     AccuracyGateFailed; in every one of those cases nothing is written.
     """
-    report = progress or (lambda _stage, _done: None)
+    step = progress or (lambda _stage, _done: None)
     check_model_name(model)
     model_dir = root / model
     if not model_dir.is_dir():
@@ -261,7 +261,7 @@ def optimize(
         raise InvalidInput("max_accuracy_drop is a fraction between 0 and 1")
     defaults = load_model_defaults(model_dir)
     with staging(root, "optimize") as stage:
-        report("reading the source", 0.0)
+        step("reading the source", 0.0)
         if isinstance(source, int):
             src = _version_source(model, model_dir, source, defaults)
         else:
@@ -276,7 +276,7 @@ def optimize(
             except ValueError as err:
                 raise ConversionFailed(str(err)) from err
 
-        report(f"converting to TFLite ({mode})", 0.15)
+        step(f"converting to TFLite ({mode})", 0.15)
         nodes = src.nodes if src.nodes is not None else graph.savedmodel_nodes(src.spec.artifact)
         data = to_tflite(src.spec.artifact, mode, calibration, names)
         ops = graph.report(nodes, data, src.layers)
@@ -296,9 +296,9 @@ def optimize(
         (candidate / MANIFEST_FILE).write_text(dumps_toml(manifest), encoding="utf-8")
         result_spec = load_version(model, candidate, defaults)
 
-        report("measuring the source", 0.3)
+        step("measuring the source", 0.3)
         before = measure(src.spec, holdout)
-        report("measuring the result", 0.6)
+        step("measuring the result", 0.6)
         after = measure(result_spec, holdout)
         drop = before.accuracy - after.accuracy
         if round(drop, 9) > max_accuracy_drop:
@@ -314,7 +314,7 @@ def optimize(
                 },
             )
 
-        report("publishing", 0.95)
+        step("publishing", 0.95)
         created = datetime.now(UTC)
         manifest["provenance"] = _provenance(
             src,
@@ -329,7 +329,7 @@ def optimize(
         (candidate / MANIFEST_FILE).write_text(dumps_toml(manifest), encoding="utf-8")
         load_version(model, candidate, defaults)
         number = publish(candidate, model_dir)
-    report("done", 1.0)
+    step("done", 1.0)
     return OptimizeResult(
         model=model,
         version=number,

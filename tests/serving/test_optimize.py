@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.errors import AccuracyGateFailed, ImportFailed
+from serving.errors import AccuracyGateFailed, ImportFailed, TrainingOpsRemain
 from serving.manifest import load_model_defaults, load_version
 from serving.modelimport import import_model
 from serving.optimize import OptimizeResult, evaldata, optimize
@@ -176,3 +176,23 @@ def test_import_of_a_tflite_file_and_a_wrong_labels_file(int8: OptimizeResult, r
     result = import_model(repo, int8.path / "model.tflite", "toy")
     assert (result.version, result.source_format) == (2, "tflite")
     assert tomllib.loads(result.manifest)["runtime"] == "tflite"
+
+
+def test_a_graph_that_samples_at_inference_is_refused(repo: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Noisy(tf.Module):
+        def __init__(self) -> None:
+            self.kernel = tf.Variable(np.eye(5, 3, dtype=np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32, name="features")])
+        def serve(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"logits": tf.matmul(features, self.kernel) + tf.random.uniform([3])}
+
+    noisy = Noisy()
+    tf.saved_model.save(noisy, str(tmp_path / "noisy"), signatures={"serving_default": noisy.serve})
+    before = entries(repo)
+
+    with pytest.raises(TrainingOpsRemain, match="RANDOM_UNIFORM"):
+        optimize(repo, "toy", tmp_path / "noisy", "float32")
+    assert entries(repo) == before
