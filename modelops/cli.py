@@ -38,7 +38,7 @@ def _bytes(n: int | float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f} ms"
+    return "-" if value is None else f"{value:.3g} ms"
 
 
 def _ratio(before: float, after: float, word: str) -> str:

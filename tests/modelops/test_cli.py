@@ -70,7 +70,7 @@ def test_report_prints_every_version_with_format_size_latency_accuracy_lineage(
     ]  # fmt: skip
     assert lines[1].split() == ["1", "fake", "4,000", "B", "-", "-", "98.00%", "(n=360)", "-"]
     assert lines[2].split() == [
-        "2", "fake", "int8", "1,000", "B", "0.012", "ms", "0.200", "ms", "97.50%", "(n=360)",
+        "2", "fake", "int8", "1,000", "B", "0.0123", "ms", "0.2", "ms", "97.50%", "(n=360)",
         "tab/1",
     ]  # fmt: skip
 
