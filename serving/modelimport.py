@@ -9,7 +9,6 @@ rename. TensorFlow is imported only when this runs.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from serving.manifest import (
     load_version,
 )
 from serving.optimize.convert import KERAS_SUFFIXES, export_keras, load_keras
-from serving.optimize.measure import artifact_bytes, open_runtime
+from serving.optimize.measure import artifact_bytes, artifact_sha256, open_runtime
 from serving.optimize.publish import check_model_name, publish, staging
 from serving.pipeline import Pipeline
 from serving.settings import ServingSettings
@@ -196,14 +195,6 @@ def _header(
     )
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def import_model(
     root: Path, source: Path, model: str, *, labels_file: Path | None = None
 ) -> ImportResult:
@@ -250,7 +241,7 @@ def import_model(
         post = _postprocess(outputs, labels, probabilities)
         if post is not None:
             manifest["postprocess"] = post
-        digest = _digest(source)
+        digest = artifact_sha256(source)
         manifest["provenance"] = {
             "imported_from": source.name,
             "format": kind,

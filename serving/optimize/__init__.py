@@ -14,7 +14,6 @@ only when it runs.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tomllib
 from collections.abc import Callable
@@ -51,7 +50,7 @@ from serving.optimize.convert import (
     signature_inputs,
     to_tflite,
 )
-from serving.optimize.measure import Measurement, machine, measure
+from serving.optimize.measure import Measurement, artifact_sha256, machine, measure
 from serving.optimize.publish import check_model_name, publish, staging
 from serving.runtimes import match_names
 from serving.tomlwrite import dumps_toml
@@ -138,14 +137,6 @@ def _version_source(model: str, model_dir: Path, number: int, defaults: ModelDef
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def _file_source(
     model: str, model_dir: Path, path: Path, defaults: ModelDefaults, stage: Path
 ) -> _Source:
@@ -177,7 +168,7 @@ def _file_source(
     return _Source(
         spec=load_version(model, version_dir, defaults),
         manifest={**manifest, "provenance": {"source_file": path.name}},
-        derived_from=f"{path.name} (sha256 {_sha256(path)[:16]})",
+        derived_from=f"{path.name} (sha256 {artifact_sha256(path)[:16]})",
         nodes=nodes,
         layers=layers,
     )

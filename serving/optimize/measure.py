@@ -7,6 +7,7 @@ and for a full batch of ``max_batch_size`` items.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -51,6 +52,15 @@ def artifact_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def artifact_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of every file under a directory in path order."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def machine() -> str:
