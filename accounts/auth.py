@@ -3,7 +3,8 @@
 Default deny: a view is reachable without credentials only if marked ``@public``; every other
 view needs a principal with the permission it declares through ``@requires`` (a view that
 declares nothing needs ``admin``). ``tests/security/test_permissions.py`` walks the URL map to
-keep it that way.
+keep it that way. A view marked ``@page`` is an HTML page: a browser that asks for it without
+valid credentials is sent to the sign-in page instead of getting the JSON 401.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 import jwt as pyjwt
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, redirect, request, url_for
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException
 
@@ -49,6 +50,12 @@ def requires(permission: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def page(view: F) -> F:
+    """An HTML page: browsers without valid credentials are redirected to the sign-in page."""
+    view._modelgate_page = True  # type: ignore[attr-defined]
+    return view
 
 
 def _view_attribute(name: str) -> Any:
@@ -192,10 +199,29 @@ def principal_if_valid() -> Principal | None:
         return None
 
 
-def _enforce() -> None:
-    principal = current_principal()
+def _sign_in_instead() -> Response | None:
+    """For a browser asking for a page: a redirect to the sign-in page that comes back here.
+
+    Only GET and HEAD of views marked ``@page``, and only for clients that take HTML: an API
+    client (no Accept, or JSON only) still gets the 401 envelope with its challenge.
+    """
+    wanted = request.method in ("GET", "HEAD") and request.accept_mimetypes.accept_html
+    if not wanted or not _view_attribute("_modelgate_page"):
+        return None
+    target = request.full_path.rstrip("?")
+    return redirect(url_for("pages.login", next=target))
+
+
+def _enforce() -> Response | None:
+    try:
+        principal = current_principal()
+    except (Unauthorized, JWTExtendedException, pyjwt.PyJWTError):
+        instead = _sign_in_instead()
+        if instead is None:
+            raise
+        return instead
     if principal is None:
-        return
+        return None
     permission = _view_attribute("_modelgate_permission") or "admin"
     if not principal.can(permission):
         raise Forbidden(f"this needs the '{permission}' permission")
@@ -203,6 +229,7 @@ def _enforce() -> None:
         model = (request.view_args or {}).get("name")
         if model is not None and not principal.may_infer(model):
             raise Forbidden(f"no scope allows inference on '{model}'")
+    return None
 
 
 def _jwt_error(message: str) -> Response:
