@@ -12,15 +12,18 @@ from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from accounts.auth import requires
+from accounts.auth import current_principal, requires
 from blueprints.errors import Conflict, ErrorSchema
-from blueprints.schemas import VersionSchema
+from blueprints.jobs import describe as describe_job
+from blueprints.schemas import JobSchema, VersionSchema
 from deployments import stats as experiment_stats
 from deployments import store
 from extensions import inference_service
+from jobs import store as jobs_store
 from serving import routing
 from serving.archive import install_version
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, VersionNotFound
+from serving.optimize.convert import MODES
 from serving.registry import VersionState, describe_version
 from serving.routing import STABLE, Experiment, Shadow, TrafficPolicy, Variant
 
@@ -388,3 +391,56 @@ class UploadVersion(MethodView):
         )
         service.rescan()
         return describe_version(service.model(name).versions[number])
+
+
+class OptimizeSchema(ma.Schema):
+    from_version = ma.fields.Integer(
+        required=True, metadata={"description": "The SavedModel version to optimize"}
+    )
+    mode = ma.fields.String(required=True, validate=ma.validate.OneOf(MODES))
+    max_accuracy_drop = ma.fields.Float(
+        load_default=0.01,
+        validate=ma.validate.Range(0, 1),
+        metadata={"description": "Largest holdout accuracy loss, a fraction (0.01 = 1 point)"},
+    )
+    canary_percent = ma.fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Range(0, 100),
+        metadata={"description": "Give the new version this share of traffic once it passes"},
+    )
+
+
+@blp.route("/models/<name>/optimize")
+class Optimize(MethodView):
+    @requires("admin")
+    @blp.arguments(OptimizeSchema)
+    @blp.response(202, JobSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="Unknown model or version")
+    def post(self, body: dict[str, Any], name: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Optimize a version in the background (float16, dynamic or int8)
+
+        Runs `flask models optimize` as a job: converts the version to TFLite without
+        training-only ops, quantizes it, measures source and result on the model's declared
+        holdout set and publishes a new version only if the accuracy drop is within
+        `max_accuracy_drop`; with `canary_percent` it then gets that share of traffic. Poll
+        the job (`links.self`): on success its `result` holds the new version and the
+        figures; on refusal its `error` says why and nothing was written.
+        """
+        service = inference_service()
+        model = service.model(name)
+        if body["from_version"] not in model.versions:
+            raise VersionNotFound(
+                f"model '{name}' has no version {body['from_version']}", details={"model": name}
+            )
+        principal = current_principal()
+        assert principal is not None
+        job = jobs_store.create_task(
+            owner=principal.limit_key,
+            kind="optimize",
+            model=name,
+            version=body["from_version"],
+            params=body,
+        )
+        answer = describe_job(job)
+        return answer, 202, {"Location": answer["links"]["self"]}

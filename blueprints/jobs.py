@@ -39,6 +39,7 @@ def describe(job: Job) -> dict[str, Any]:
     processed = job.done + job.failed
     return {
         "id": job.id,
+        "kind": job.kind,
         "model": job.model,
         "version": job.version,
         "route_reason": job.route_reason,
@@ -51,6 +52,8 @@ def describe(job: Job) -> dict[str, Any]:
             "percent": round(100 * processed / job.total, 1) if job.total else 100.0,
         },
         "error": job.error,
+        "params": json.loads(job.params) if job.params else None,
+        "result": json.loads(job.result) if job.result else None,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,

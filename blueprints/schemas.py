@@ -167,6 +167,7 @@ class JobProgressSchema(ma.Schema):
 
 class JobSchema(ma.Schema):
     id = ma.fields.String()
+    kind = ma.fields.String(metadata={"description": "predict (a batch job) or optimize"})
     model = ma.fields.String()
     version = ma.fields.Integer(metadata={"description": "Chosen at submission, for every item"})
     route_reason = ma.fields.String()
@@ -176,6 +177,11 @@ class JobSchema(ma.Schema):
     input = ma.fields.Dict()
     progress = ma.fields.Nested(JobProgressSchema)
     error = ma.fields.String(allow_none=True)
+    params = ma.fields.Dict(allow_none=True, metadata={"description": "An optimize job's request"})
+    result = ma.fields.Dict(
+        allow_none=True,
+        metadata={"description": "An optimize job's new version and figures, or why it failed"},
+    )
     created_at = ma.fields.DateTime()
     started_at = ma.fields.DateTime(allow_none=True)
     finished_at = ma.fields.DateTime(allow_none=True)

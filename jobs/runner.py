@@ -7,6 +7,7 @@ without a stored result (nothing is predicted twice into the results, nothing is
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -20,7 +21,9 @@ from flask import Flask
 
 from extensions import db
 from jobs import store
-from serving.errors import ModelNotReady, ServingError, VersionNotFound
+from jobs.models import Job
+from jobs.tasks import Task, optimize_task
+from serving.errors import ModelNotReady, ServingError
 from serving.jobs import JobInput, JobLimits, result_rows
 from serving.service import InferenceService
 
@@ -39,6 +42,7 @@ class JobRunner:
         interval_seconds: float,
         lease_seconds: float,
         limits: JobLimits,
+        tasks: dict[str, Task] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._app = app
@@ -47,6 +51,7 @@ class JobRunner:
         self._lease = lease_seconds
         self._limits = limits
         self._clock = clock
+        self._tasks = tasks or {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -95,6 +100,9 @@ class JobRunner:
     def _work(self, job_id: str, max_chunks: int | None) -> None:
         job = store.load_for_run(job_id)
         extra = {"job": job_id, "model": job.model, "version": job.version}
+        if job.kind != "predict":
+            self._run_task(job)
+            return
         try:
             target = self._service.version(job.model, job.version)
             job_input = JobInput(job.input_kind, job.input_data, self._limits)
@@ -102,7 +110,7 @@ class JobRunner:
             log.info("job waits: its version is not ready in this process", extra=extra)
             store.release(job_id, self.worker)
             return
-        except (VersionNotFound, ServingError) as err:
+        except ServingError as err:
             store.finish(job_id, self.worker, store.FAILED, err.message)
             return
         assert target.spec is not None
@@ -134,6 +142,50 @@ class JobRunner:
         store.finish(job_id, self.worker, store.SUCCEEDED)
         log.info("job finished", extra=extra)
 
+    def _run_task(self, job: Job) -> None:
+        task = self._tasks.get(job.kind)
+        if task is None:
+            store.finish(job.id, self.worker, store.FAILED, f"unknown job kind '{job.kind}'")
+            return
+        percent = [0]
+        stop = threading.Event()
+
+        def progress(stage: str, fraction: float) -> None:
+            percent[0] = max(percent[0], min(99, int(fraction * 100)))
+            log.info("job %s: %s", job.id, stage, extra={"job": job.id, "model": job.model})
+
+        def heartbeat() -> None:
+            # A task makes no per-chunk commits, so its lease is renewed on the side.
+            while not stop.wait(self._lease / 3):
+                with self._app.app_context():
+                    try:
+                        store.renew(job.id, self.worker, self._clock(), self._lease, percent[0])
+                    except sa.exc.SQLAlchemyError:
+                        db.session.rollback()
+                        log.warning("cannot renew the lease of job %s", job.id)
+                    finally:
+                        db.session.remove()
+
+        beat = threading.Thread(target=heartbeat, name=f"job-heartbeat-{job.id[:8]}", daemon=True)
+        beat.start()
+        try:
+            result = task(job, json.loads(job.params or "{}"), progress)
+        except ServingError as err:
+            stop.set()
+            beat.join()
+            store.finish(
+                job.id,
+                self.worker,
+                store.FAILED,
+                err.message,
+                result={"code": err.code, "details": err.details},
+            )
+            return
+        finally:
+            stop.set()
+        beat.join()
+        store.finish(job.id, self.worker, store.SUCCEEDED, result=result)
+
 
 def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> JobRunner | None:
     """Start this process's runner (when it serves models and polling is configured)."""
@@ -149,6 +201,7 @@ def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> JobRun
         interval_seconds=float(app.config["JOB_POLL_INTERVAL_SECONDS"]),
         lease_seconds=float(app.config["JOB_LEASE_SECONDS"]),
         limits=limits,
+        tasks={"optimize": optimize_task(service)},
     )
     app.extensions["modelgate.job_runner"] = runner
     if serving and float(app.config["JOB_POLL_INTERVAL_SECONDS"]) > 0:

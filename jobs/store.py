@@ -48,6 +48,33 @@ class JobFinished(ServingError):
     code = "job_finished"
 
 
+def create_task(
+    *, owner: str, kind: str, model: str, version: int, params: dict[str, object]
+) -> Job:
+    """A job that is not items through a model (an optimization): progress in percent."""
+    job = Job(
+        id=uuid.uuid4().hex,
+        owner=owner,
+        kind=kind,
+        model=model,
+        version=version,
+        route_reason="pinned",
+        input_kind="none",
+        input_name="",
+        input_bytes=0,
+        input_data=b"",
+        params=json.dumps(params),
+        state=QUEUED,
+        total=100,
+        done=0,
+        failed=0,
+        created_at=utcnow(),
+    )
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
 def create(
     *,
     owner: str,
@@ -205,11 +232,33 @@ def save_chunk(
     return True
 
 
-def finish(job_id: str, worker: str, state: str, error: str | None = None) -> bool:
+def renew(job_id: str, worker: str, now: float, lease_seconds: float, done: int | None) -> bool:
+    """Keep the lease (and, for a task, set its percent done); False if it was lost."""
+    values: dict[str, object] = {"lease_expires_at": now + lease_seconds}
+    if done is not None:
+        values["done"] = done
+    renewed = db.session.execute(sa.update(Job).where(_held(job_id, worker)).values(**values))
+    db.session.commit()
+    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish(
+    job_id: str,
+    worker: str,
+    state: str,
+    error: str | None = None,
+    result: dict[str, object] | None = None,
+) -> bool:
+    extra: dict[str, object] = {}
+    if result is not None:
+        extra["result"] = json.dumps(result, allow_nan=False, default=str)
+    if state == SUCCEEDED and result is not None:
+        extra["done"] = Job.total
     ended = db.session.execute(
         sa.update(Job)
         .where(_held(job_id, worker))
         .values(
+            **extra,
             state=state,
             error=error,
             finished_at=utcnow(),

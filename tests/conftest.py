@@ -22,7 +22,7 @@ from serving.runtimes import RuntimeFactory
 from serving.runtimes.fake import fake_factory
 from serving.service import InferenceService
 from serving.settings import ServingSettings
-from tests import fake_repo
+from tests import fake_repo, toy_model
 
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 PASSWORD = "correct horse battery staple"
@@ -166,3 +166,10 @@ def assert_error(response: TestResponse, status: int, code: str) -> dict[str, An
     assert (body["code"], body["status"]) == (code, status)
     assert body["request_id"] == response.headers["X-Request-ID"]
     return body
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> toy_model.Toy:
+    """A tiny trained Keras classifier and a repository holding it as version 1 (TensorFlow,
+    seconds): built once for every optimize and import test."""
+    return toy_model.build(tmp_path_factory.mktemp("toy"))

@@ -10,7 +10,6 @@ import pytest
 from flask import Flask
 
 from deployments import store
-from tests import toy_model
 from tests.toy_model import Toy
 
 MANIFEST = """runtime = "fake"
@@ -102,11 +101,6 @@ def test_optimize_offers_the_modes_and_needs_a_source(
     no_source = runner.invoke(args=["models", "optimize", "tab", "--mode", "int8"])
     assert bad_mode.exit_code == 2 and "'float16', 'dynamic', 'int8'" in bad_mode.output
     assert no_source.exit_code == 2 and "--from" in no_source.output
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
-    return toy_model.build(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture

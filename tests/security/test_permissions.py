@@ -71,6 +71,7 @@ NEEDS: dict[tuple[str, str], str] = {
     ("post", "/v2/models/{name}/labels/{label}/infer"): "infer",
     ("get", "/v2/models/{name}/stats"): "models:read",
     ("get", "/api/models/{name}/versions/{version}/artifact"): "infer",
+    ("post", "/api/models/{name}/optimize"): "admin",
     ("post", "/api/jobs"): "infer",
     ("get", "/api/jobs"): "infer",
     ("get", "/api/jobs/{job_id}"): "infer",
@@ -86,7 +87,7 @@ PUBLIC_ENDPOINTS = {
     "api-docs.openapi_swagger_ui",
     "pages.index",
     "pages.login",  # the sign-in page
-    "pages.logout",  # only clears the browser's cookies; revoking is /auth/logout's job
+    "pages.logout",  # clears the browser's cookies; revokes their token given the page's CSRF value
     "v2.Live",
     "v2.Ready",
     "auth.Token",

@@ -18,15 +18,9 @@ from serving.optimize.measure import measure
 from serving.runtimes import default_factories
 from serving.service import InferenceService
 from serving.settings import ServingSettings
-from tests import toy_model
 from tests.toy_model import LABELS, Toy
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
-    return toy_model.build(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture
