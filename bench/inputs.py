@@ -63,6 +63,27 @@ def infer_body(spec: VersionSpec, rng: np.random.Generator) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def infer_body_binary(spec: VersionSpec, rng: np.random.Generator) -> tuple[bytes, dict[str, str]]:
+    """A v2 infer request with the binary tensor data extension, one random item of every input:
+    the body (a JSON header, then each input's raw little-endian bytes in order) and the
+    ``Inference-Header-Content-Length`` header it needs. The outputs come back as JSON."""
+    described, data = [], []
+    for t in spec.inputs:
+        array = random_array(t, 1, rng)
+        raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        described.append(
+            {
+                "name": t.name,
+                "shape": list(array.shape),
+                "datatype": t.datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        data.append(raw)
+    header = json.dumps({"inputs": described}).encode()
+    return header + b"".join(data), {"Inference-Header-Content-Length": str(len(header))}
+
+
 def predict_kind(spec: VersionSpec) -> str | None:
     """``image`` or ``tabular`` by the first pre-processing step; None when the own predict
     route cannot answer (no post-processing) or takes something this benchmark cannot make."""

@@ -31,7 +31,9 @@ READY_POLL_SECONDS = 0.5
 READY_CONFIRMATIONS = 12
 STOP_TIMEOUT_SECONDS = 30.0  # gunicorn.conf.py has graceful_timeout = 20
 
-Request = tuple[bytes, str]  # body, Content-Type
+# body, Content-Type, and optionally headers of that request alone (e.g. the v2 binary tensor
+# extension's Inference-Header-Content-Length)
+Request = tuple[bytes, str] | tuple[bytes, str, Mapping[str, str]]
 
 
 def free_port() -> int:
@@ -96,20 +98,49 @@ def other_cpu_percent(
     return max(0.0, 100 * (busy - accounted_seconds) / seconds), 100 * iowait / seconds
 
 
+def _prepare(request: Request, headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The body and every header of one request: its Content-Type, the common headers, its own."""
+    body, content_type, *own = request
+    return body, {"Content-Type": content_type, **headers, **(own[0] if own else {})}
+
+
 def post_once(
     port: int, path: str, request: Request, headers: Mapping[str, str]
 ) -> tuple[int | str, bytes]:
     """One POST on a fresh connection: the status (or the exception's name) and the body."""
-    body, content_type = request
+    body, request_headers = _prepare(request, headers)
     conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_SECONDS)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": content_type, **headers})
+        conn.request("POST", path, body=body, headers=request_headers)
         response = conn.getresponse()
         return response.status, response.read()
     except (OSError, http.client.HTTPException) as err:
         return type(err).__name__, b""
     finally:
         conn.close()
+
+
+def _socket_owner(server_port: int, client_port: int, pids: set[int]) -> int | None:
+    """Which of ``pids`` holds the server end of the 127.0.0.1 connection from ``client_port``
+    (Linux: /proc/net/tcp names the socket's inode, /proc/<pid>/fd who holds it)."""
+    inode = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == server_port and int(remote, 16) == client_port:
+                inode = fields[9]
+                break
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) == target:
+                        return pid
+    return None
 
 
 class GunicornServer:
@@ -188,6 +219,40 @@ class GunicornServer:
                     if fields is not None and int(fields[1]) == self.pid:
                         pids.append(int(entry.name))
         return sorted(pids)
+
+    def get_from_each_worker(
+        self, path: str, headers: Mapping[str, str], tries: int = 60
+    ) -> dict[int, tuple[int, bytes]]:
+        """GET ``path`` until every worker has answered once: {worker pid: (status, body)}.
+
+        Per-process figures (the batching stats) come from whichever worker accepted the
+        connection, and the answer does not say which one that was; /proc does (Linux): the
+        worker holding the server end of the connection. Fresh connections until each worker
+        was hit, at most ``tries``; a worker missing from the answer was not reached.
+        """
+        workers = set(self.workers())
+        answers: dict[int, tuple[int, bytes]] = {}
+        for _ in range(tries):
+            if workers <= answers.keys():
+                break
+            conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT_SECONDS)
+            try:
+                conn.request("GET", path, headers=dict(headers))
+                response = conn.getresponse()
+                body = response.read()
+                # The connection is still open (keep-alive): its server end is in a worker.
+                owner = (
+                    _socket_owner(self.port, conn.sock.getsockname()[1], workers)
+                    if conn.sock is not None
+                    else None
+                )
+            except (OSError, http.client.HTTPException):
+                continue
+            finally:
+                conn.close()
+            if owner is not None:
+                answers.setdefault(owner, (response.status, body))
+        return answers
 
     def _versions_settled(self) -> int:
         """Log lines of the registry saying a version became READY or FAILED, all workers."""
@@ -291,7 +356,7 @@ def _client(
     """
     window_start, window_end = window
     # One header dict per Content-Type, built once: the loop should cost the server, not us.
-    prepared = [(body, {"Content-Type": kind, **headers}) for body, kind in requests]
+    prepared = [_prepare(request, headers) for request in requests]
     conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_SECONDS)
     try:
         for i in range(MAX_REQUESTS_PER_CLIENT):
@@ -340,11 +405,13 @@ def run_load(
     seconds: float,
     warmup_seconds: float,
     stop: threading.Event,
+    latencies_out: list[float] | None = None,
 ) -> LoadResult:
     """``clients`` threads POST ``requests`` (cycled) to ``path``: rates, latencies and CPU.
 
     CPU is read from /proc at the window's edges: the workers' (100% = one core) and this
-    process's, which is mostly the client threads.
+    process's, which is mostly the client threads. ``latencies_out``, when given, receives
+    every measured request's latency in seconds (to pool several windows).
     """
     stats = [_ClientStats() for _ in range(clients)]
     window_start = time.perf_counter() + warmup_seconds
@@ -375,6 +442,8 @@ def run_load(
     if any(t.is_alive() for t in threads):
         result.note = "some clients did not finish in time"
     latencies = [lat for s in stats for lat in s.latencies]
+    if latencies_out is not None:
+        latencies_out.extend(latencies)
     errors: Counter[str] = Counter()
     for s in stats:
         errors.update(s.errors)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from serving.batching import Batcher, Overloaded
+from serving.batching import SOLO_BATCHES_BEFORE_NO_WAIT, Batcher, Overloaded
 
 
 class Recorder:
@@ -76,6 +76,49 @@ def test_a_lone_request_does_not_wait_when_the_delay_is_zero() -> None:
     out = batcher.submit({"x": np.ones((1, 2))})
     assert time.monotonic() - started < 0.05
     assert out["y"].tolist() == [[2.0, 2.0]]
+    batcher.close()
+
+
+def timed_submit(batcher: Batcher) -> float:
+    started = time.monotonic()
+    assert batcher.submit({"x": np.ones((1, 2))})["y"].tolist() == [[2.0, 2.0]]
+    return time.monotonic() - started
+
+
+def test_a_lone_client_stops_paying_the_delay_after_a_run_of_solo_batches() -> None:
+    runtime = Recorder()
+    batcher = Batcher(runtime, max_batch_size=8, max_batch_delay_ms=200, max_queue_size=8, name="t")
+
+    first = [timed_submit(batcher) for _ in range(SOLO_BATCHES_BEFORE_NO_WAIT)]
+    later = [timed_submit(batcher) for _ in range(3)]
+
+    assert min(first) >= 0.15  # waited for partners that never came
+    assert max(later) < 0.1
+    assert runtime.sizes == [1] * (SOLO_BATCHES_BEFORE_NO_WAIT + 3)
+    batcher.close()
+
+
+def test_waiting_for_partners_resumes_once_requests_overlap_again() -> None:
+    runtime = Recorder()
+    batcher = Batcher(runtime, max_batch_size=8, max_batch_delay_ms=200, max_queue_size=8, name="t")
+    for _ in range(SOLO_BATCHES_BEFORE_NO_WAIT):
+        timed_submit(batcher)
+    assert timed_submit(batcher) < 0.1  # no longer waiting
+
+    runtime.gate.clear()  # hold one call so that the next three queue up behind it
+    held = threading.Thread(target=timed_submit, args=(batcher,))
+    held.start()
+    time.sleep(0.1)
+    overlapping = [threading.Thread(target=timed_submit, args=(batcher,)) for _ in range(3)]
+    for thread in overlapping:
+        thread.start()
+    time.sleep(0.1)
+    runtime.gate.set()
+    for thread in [held, *overlapping]:
+        thread.join(10)
+
+    assert runtime.sizes[-2:] == [1, 3]
+    assert timed_submit(batcher) >= 0.15  # waits for partners again
     batcher.close()
 
 
