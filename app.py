@@ -24,6 +24,7 @@ from blueprints import admin, auth, deploy, jobs, models, pages, v2
 from blueprints.errors import register_error_handlers
 from blueprints.io import check_json_body
 from blueprints.security import init_security_headers
+from blueprints.traffic import init_interactive_tracking
 from config import Config, TestingConfig
 from deployments.cli import deploy_cli
 from deployments.sync import init_deployments
@@ -178,6 +179,7 @@ def create_app(
     # are checked), then authentication and permissions, then the body checks (nobody gets a
     # body read before they are known).
     app.before_request(_assign_request_id)
+    init_interactive_tracking(app)
     init_limits(app)
     init_auth(app)
     init_usage(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Flask, g, request
 
 from extensions import inference_service
 from serving.routing import RouteRequest
@@ -32,3 +32,25 @@ def route_headers(version: int, reason: str, variant: str | None) -> dict[str, s
     if variant is not None:
         headers["X-Experiment-Variant"] = variant
     return headers
+
+
+# Requests that answer a waiting client: batch jobs yield to these.
+_INTERACTIVE_BLUEPRINTS = ("models", "v2")
+
+
+def _enter() -> None:
+    if request.blueprint in _INTERACTIVE_BLUEPRINTS and request.method == "POST":
+        inference_service().enter_interactive()
+        g.interactive = True
+
+
+def _leave(_error: BaseException | None) -> None:
+    if g.pop("interactive", False):
+        inference_service().leave_interactive()
+
+
+def init_interactive_tracking(app: Flask) -> None:
+    """Count prediction requests from their first hook to their teardown (which runs whatever
+    happened), so background work waits while any is being parsed, run or encoded."""
+    app.before_request(_enter)
+    app.teardown_request(_leave)

@@ -487,6 +487,18 @@ class InferenceService:
                 answers[i] = answer
         return [a for a in answers if a is not None]
 
+    def enter_interactive(self) -> None:
+        """A transport starts handling a request: background work now waits. Counting the
+        whole request, not only its runtime call, keeps jobs out of parsing and encoding too."""
+        with self._flight:
+            self._interactive += 1
+
+    def leave_interactive(self) -> None:
+        with self._flight:
+            self._interactive -= 1
+            if self._interactive == 0:
+                self._idle.notify_all()
+
     def wait_idle(self, timeout_seconds: float) -> bool:
         """Block until no interactive runtime call is under way; True if none was left."""
         with self._idle:

@@ -150,3 +150,29 @@ def test_background_answers_keep_a_bad_item_to_itself(service: InferenceService)
     answers = service.predict_background("tab", 1, [{"a": 1, "b": 2}, {"x": 1}, {"a": 5, "b": 0}])
     assert [getattr(a, "label", None) for a in answers] == ["b", None, "a"]
     assert "x" in str(answers[1])
+
+
+def test_background_work_waits_for_a_prediction_request_still_being_parsed(app: Flask) -> None:
+    service: InferenceService = app.extensions["modelgate.service"]
+    parsing = threading.Event()
+    release = threading.Event()
+
+    @app.before_request
+    def slow_parse() -> None:  # after the interactive count, before any runtime call
+        parsing.set()
+        release.wait(5)
+
+    client = client_as(app, "admin")
+    request = threading.Thread(
+        target=client.post,
+        args=("/api/models/tab/predict",),
+        kwargs={"json": {"instances": [{"a": 1, "b": 0}]}},
+    )
+    request.start()
+    assert parsing.wait(5)
+    waited = time.perf_counter()
+    assert service.wait_idle(0.2) is False
+    assert time.perf_counter() - waited >= 0.19
+    release.set()
+    request.join(5)
+    assert service.wait_idle(1) is True
