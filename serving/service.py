@@ -77,6 +77,7 @@ class InferenceService:
         self._stop_watching = threading.Event()
         # Interactive runtime calls under way; background work (batch jobs) waits for none.
         self._interactive = 0
+        self._last_interactive = 0.0  # monotonic time the last interactive work ended
         self._idle = threading.Condition(self._flight)
 
     def start(self) -> None:
@@ -496,13 +497,26 @@ class InferenceService:
     def leave_interactive(self) -> None:
         with self._flight:
             self._interactive -= 1
+            self._last_interactive = time.monotonic()
             if self._interactive == 0:
                 self._idle.notify_all()
 
-    def wait_idle(self, timeout_seconds: float) -> bool:
-        """Block until no interactive runtime call is under way; True if none was left."""
+    def wait_idle(self, timeout_seconds: float, quiet_seconds: float = 0.01) -> bool:
+        """Block until no interactive work is under way and none ended in the last
+        ``quiet_seconds`` (clients on keep-alive send their next request right after the
+        last answer: a gap that short is not idleness); True if that happened in time."""
+        deadline = time.monotonic() + timeout_seconds
         with self._idle:
-            return self._idle.wait_for(lambda: self._interactive == 0, timeout_seconds)
+            while True:
+                remaining = deadline - time.monotonic()
+                if not self._idle.wait_for(lambda: self._interactive == 0, max(0, remaining)):
+                    return False
+                quiet_for = time.monotonic() - self._last_interactive
+                if quiet_for >= quiet_seconds:
+                    return True
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(quiet_seconds - quiet_for, remaining))
 
     def _run(
         self, target: ModelVersion, inputs: Mapping[str, np.ndarray], *, background: bool = False
@@ -518,6 +532,8 @@ class InferenceService:
             with self._flight:
                 target.in_flight -= 1
                 self._interactive -= not background
+                if not background:
+                    self._last_interactive = time.monotonic()
                 if self._interactive == 0:
                     self._idle.notify_all()
 
