@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint models bench clean
+.PHONY: run test lint models bench clean chromium
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ instance/jwt-secret:
 	mkdir -p instance
 	umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))" > $@
 
-## test: lint, type-check and run the whole test suite
-test: $(BIN)/.dev lint
+## test: lint, type-check and run the whole test suite (the web UI's tests drive Chromium)
+test: $(BIN)/.dev chromium lint
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the browser tests (tests/browser); apt's lists are refreshed only when
+# the package cannot be found without it.
+chromium:
+	@command -v chromium >/dev/null || apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .

@@ -349,7 +349,20 @@
   // -- Report --------------------------------------------------------------------------------
 
   function renderReport(report, running) {
-    const variants = Object.entries(report.variants || {});
+    const counted = { ...(report.variants || {}) };
+    // Variants of the running experiment that no request reached yet show as zero.
+    if (running && policy.experiment && policy.experiment.name === report.experiment) {
+      for (const v of policy.experiment.variants) {
+        counted[v.name] = counted[v.name] || {
+          requests: 0,
+          errors: 0,
+          error_rate: null,
+          latency_ms: { p50: null, p95: null, p99: null },
+          feedback: { n: 0 },
+        };
+      }
+    }
+    const variants = Object.entries(counted).sort(([a], [b]) => a.localeCompare(b));
     const shadows = Object.entries(report.shadows || {});
     const parts = [];
     if (!variants.length && !shadows.length) {
@@ -374,7 +387,7 @@
             el("h3", {}, "Traffic per variant"),
             MG.bars(
               variants.map(([name, v]) => ({ label: name, value: v.requests, text: v.requests + " req" })),
-              { max: Math.max(1, totalRequests), caption: "Requests per variant" }
+              { max: Math.max(1, totalRequests), caption: "Requests per variant", kind: "solid" }
             )
           ),
           el(
@@ -388,7 +401,7 @@
                 el("strong", {}, name),
                 MG.bars(
                   ["p50", "p95", "p99"].map((q) => ({ label: q, value: Number(v.latency_ms[q]) || 0, text: fmt.ms(v.latency_ms[q]) })),
-                  { max: maxLatency, caption: "Latency of " + name }
+                  { max: maxLatency, caption: "Latency of " + name, kind: "solid" }
                 )
               )
             )
@@ -399,7 +412,7 @@
             el("h3", {}, "Errors"),
             MG.bars(
               variants.map(([name, v]) => ({ label: name, value: v.error_rate || 0, text: v.errors + " (" + fmt.pct(v.error_rate) + ")" })),
-              { max: Math.max(0.05, ...variants.map(([, v]) => v.error_rate || 0)), caption: "Error rate per variant" }
+              { max: Math.max(0.05, ...variants.map(([, v]) => v.error_rate || 0)), caption: "Error rate per variant", kind: "solid bad" }
             )
           ),
           el(
@@ -412,7 +425,7 @@
                 const ci = f.accuracy_ci95 ? " [" + fmt.pct(f.accuracy_ci95[0], 0) + "–" + fmt.pct(f.accuracy_ci95[1], 0) + "]" : "";
                 return { label: name, value: f.accuracy || 0, text: f.n ? fmt.pct(f.accuracy, 0) + ci + " n=" + f.n : "no feedback" };
               }),
-              { caption: "Feedback accuracy per variant", kind: "wide-values" }
+              { caption: "Feedback accuracy per variant", kind: "wide-values solid good" }
             ),
             report.comparison && report.comparison.p_value !== null && report.comparison.p_value !== undefined
               ? el(
@@ -435,7 +448,7 @@
             value: s.top1_agreement || 0,
             text: s.compared ? fmt.pct(s.top1_agreement) + " of " + s.compared : "nothing compared yet",
           })),
-          { caption: "Top-1 agreement per shadow version", kind: "wide-values" }
+          { caption: "Top-1 agreement per shadow version", kind: "wide-values solid good" }
         ),
         el(
           "p",

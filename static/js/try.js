@@ -192,11 +192,20 @@
     );
     const status = el("span", { class: "muted small", role: "status" });
     const send = async (label) => {
-      try {
-        await MG.api("/api/feedback", { method: "POST", json: { request_id: data.request_id, label } });
-        status.textContent = "Thanks: recorded “" + label + "”.";
-      } catch (err) {
-        status.textContent = MG.explain(err);
+      // Every worker hands its experiment records to the shared store within a second, so
+      // feedback sent at once may reach a worker that does not know the request yet.
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await MG.api("/api/feedback", { method: "POST", json: { request_id: data.request_id, label } });
+          status.textContent = "Thanks: recorded “" + label + "”.";
+          return;
+        } catch (err) {
+          if (!(err instanceof MG.ApiError && err.status === 404 && attempt < 3)) {
+            status.textContent = MG.explain(err);
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
       }
     };
     return el(
