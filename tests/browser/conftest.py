@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.conftest import PASSWORD
+from tests.conftest import BUNDLED_MODELS, PASSWORD
 from tests.security.servers import Server, prepare_database, start_servers
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -128,3 +130,15 @@ def wait_until(check: Callable[[], bool], timeout: float = TIMEOUT_MS / 1000) ->
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def holdout_digit(tmp_path: Path, index: int = 0) -> tuple[Path, str]:
+    """A holdout digit as a person would upload it: enlarged, dark ink on white."""
+    data = np.load(BUNDLED_MODELS / "digits" / "holdout.npz")
+    grey = 255 - (data["x"][index].reshape(8, 8) * 255).astype(np.uint8)
+    image = Image.fromarray(grey, mode="L").resize((96, 96), Image.Resampling.NEAREST)
+    framed = Image.new("L", (136, 136), 255)
+    framed.paste(image, (20, 20))
+    path = tmp_path / f"digit-{index}.png"
+    framed.convert("RGB").save(path)
+    return path, str(int(data["y"][index]))

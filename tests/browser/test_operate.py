@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.browser.conftest import screenshot, wait_until
+from tests.browser.conftest import holdout_digit, screenshot, wait_until
 from tests.conftest import PASSWORD
 from tests.security.servers import Server
 
@@ -71,8 +71,6 @@ def test_a_deployer_moves_the_canary_share_and_the_audit_entry_appears(
 def test_an_experiment_reports_traffic_per_variant_and_feedback(
     page_as: Callable[..., Any], server: Server, tmp_path: Path
 ) -> None:
-    from tests.browser.test_try_and_compare import holdout_digit
-
     deployer = page_as("deployer")
     deployer.goto("/rollouts?model=digits")
     deployer.locator("[data-testid=stable]").wait_for()
@@ -244,7 +242,7 @@ def test_the_api_docs_are_in_the_navigation_and_take_a_bearer_token(
 def test_every_page_fits_a_narrow_phone_screen(page_as: Callable[..., Any], path: str) -> None:
     page = page_as("admin", width=375, height=800)
     page.goto(path)
-    page.wait_for_function("!document.querySelector('main').innerText.includes('Loading…')")
+    wait_until(lambda: page.get_by_text("Loading…").count() == 0)
 
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"{path} scrolls sideways: {width} px"

@@ -9,28 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import requests
-from PIL import Image
 
-from tests.browser.conftest import screenshot, sign_in
-from tests.conftest import BUNDLED_MODELS, PASSWORD
+from tests.browser.conftest import holdout_digit, screenshot, sign_in
+from tests.conftest import PASSWORD
 from tests.security.servers import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def holdout_digit(tmp_path: Path, index: int = 0) -> tuple[Path, str]:
-    """A holdout digit as a person would upload it: enlarged, dark ink on white."""
-    data = np.load(BUNDLED_MODELS / "digits" / "holdout.npz")
-    grey = 255 - (data["x"][index].reshape(8, 8) * 255).astype(np.uint8)
-    image = Image.fromarray(grey, mode="L").resize((96, 96), Image.Resampling.NEAREST)
-    framed = Image.new("L", (136, 136), 255)
-    framed.paste(image, (20, 20))
-    path = tmp_path / f"digit-{index}.png"
-    framed.convert("RGB").save(path)
-    return path, str(int(data["y"][index]))
 
 
 def ready_versions(server: Server, model: str) -> list[int]:
