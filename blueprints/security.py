@@ -6,13 +6,13 @@ from flask import Flask, Response, request
 
 from serving.errors import UnsupportedMediaType
 
-# Swagger UI's page runs one inline script (flask-smorest's template); everything else is
-# served from this origin.
 _CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
+# Swagger UI's page runs one inline script (flask-smorest's template); only that page may.
+_SWAGGER_CSP = _CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
 
 
 def _headers(response: Response) -> Response:
@@ -20,7 +20,8 @@ def _headers(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = _CSP
+        swagger = request.endpoint == "api-docs.openapi_swagger_ui"
+        response.headers["Content-Security-Policy"] = _SWAGGER_CSP if swagger else _CSP
     if request.endpoint != "static":
         # Predictions and account data must not sit in shared caches.
         response.headers["Cache-Control"] = "no-store"

@@ -45,6 +45,13 @@ def test_html_pages_carry_a_content_security_policy(anon_client: FlaskClient, pa
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_only_swagger_ui_may_run_an_inline_script(anon_client: FlaskClient) -> None:
+    docs = anon_client.get("/docs").headers["Content-Security-Policy"]
+    page = anon_client.get("/login").headers["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline'" in docs
+    assert "script-src 'self';" in page
+
+
 def test_no_header_names_the_software_behind_the_server(app: Flask) -> None:
     answers = [
         client_as(app, who).open(path, method=method)
