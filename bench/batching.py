@@ -477,7 +477,9 @@ def judge(report: VersionReport) -> None:
                 f"(lowest {ratios([worst])}; {TARGET_CLIENTS} clients: {ratios(at_target)})"
             )
     aa = next((c for c in report.sweep if c.delay_ms is None), None)
+    noise = None
     if aa and aa.off_cpu_ms and aa.on_cpu_ms:
+        noise = abs(math.log(aa.on_cpu_ms / aa.off_cpu_ms))
         report.verdicts.append(
             f"noise: off against itself (binary x{aa.clients}) gave items/s "
             f"{_ratio(aa.on_over_off)}x and CPU per item {_ratio(aa.on_cpu_ms / aa.off_cpu_ms)}x"
@@ -524,6 +526,11 @@ def judge(report: VersionReport) -> None:
             f"no [batching] table: the runtime is too small a share of a request for batching "
             f"to gain even {SUGGEST_MIN_GAIN - 1:.0%} (ceiling {_ratio(report.cpu_ceiling)}); "
             f"measured {figures}"
+        )
+    elif noise is not None and math.log(cpu_gain) <= noise:
+        report.suggestion = (
+            f"no [batching] table: {figures}, no more than off against itself differs "
+            f"(CPU per item {_ratio(math.exp(noise))}x)"
         )
     elif cpu_gain >= SUGGEST_MIN_GAIN and rate_gain >= 1 and lone_ok:
         report.suggestion = f"[batching] max_batch_delay_ms = {report.chosen_delay_ms:g}: {figures}"

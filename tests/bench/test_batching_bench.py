@@ -8,9 +8,11 @@ import pytest
 
 from bench.batching import (
     Cell,
+    VersionReport,
     add_batched_copies,
     choose_delay,
     copy_models,
+    judge,
     pool,
     served_version,
     set_batching,
@@ -79,7 +81,9 @@ def test_pooled_windows_add_requests_and_weight_cpu_by_time() -> None:
     assert pooled.p50_ms == pytest.approx(2.0)
 
 
-def pair(clients: int, delay: float, p50: tuple[float, float], cpu: tuple[float, float]) -> Cell:
+def pair(
+    clients: int, delay: float | None, p50: tuple[float, float], cpu: tuple[float, float]
+) -> Cell:
     cell = Cell("m", 1, "tflite", "binary", clients, delay)
     cell.off = LoadResult(clients=clients, seconds=1.0, p50_ms=p50[0])
     cell.on = LoadResult(clients=clients, seconds=1.0, p50_ms=p50[1])
@@ -118,3 +122,31 @@ def test_the_smallest_delay_when_batching_cannot_save_more_than_the_noise() -> N
     ]
     assert choose_delay(sweep, max_cpu_saving=0.01) == 0.0
     assert choose_delay(sweep, max_cpu_saving=0.3) == 5.0
+
+
+def report_with(gain: float, aa_cpu: float, raw_saving_ms: float) -> VersionReport:
+    """A SavedModel version whose on cells cost ``1 / gain`` of off's CPU per item."""
+    report = VersionReport("m", 1, "savedmodel", raw_saving_ms=raw_saving_ms, chosen_delay_ms=0)
+    report.sweep.append(pair(32, None, (90, 90), (4.0, 4.0 * aa_cpu)))
+    for clients in (1, 8, 32):
+        cell = pair(clients, 0.0, (3.0, 3.1), (4.0, 4.0 / gain))
+        assert cell.off is not None and cell.on is not None
+        cell.off.items_per_second, cell.on.items_per_second = 100.0, 100.0 * gain
+        cell.on_over_off = gain
+        report.grid.append(cell)
+    return report
+
+
+def test_the_suggestion_turns_batching_on_only_for_a_gain_beyond_noise_and_ceiling() -> None:
+    clear = report_with(gain=1.25, aa_cpu=1.02, raw_saving_ms=1.0)
+    within_noise = report_with(gain=1.05, aa_cpu=1.10, raw_saving_ms=1.0)
+    beyond_ceiling = report_with(gain=1.25, aa_cpu=1.02, raw_saving_ms=0.01)
+
+    for report in (clear, within_noise, beyond_ceiling):
+        judge(report)
+
+    assert clear.suggestion.startswith("[batching] max_batch_delay_ms = 0")
+    assert within_noise.suggestion.startswith("no [batching] table")
+    assert "no more than off against itself" in within_noise.suggestion
+    assert beyond_ceiling.suggestion.startswith("no [batching] table: the runtime is too small")
+    assert any(v.startswith("on >= 1.5x off at 32 clients: NOT MET") for v in clear.verdicts)
