@@ -23,12 +23,14 @@ from extensions import db
 from jobs import store
 from jobs.models import Job
 from jobs.tasks import Task, optimize_task
-from serving.errors import ModelNotReady, ServingError
+from serving.errors import InvalidInput, ModelNotReady, ServingError, VersionNotFound
 from serving.jobs import JobInput, JobLimits, result_rows
+from serving.registry import VersionState
 from serving.service import InferenceService
 
 log = logging.getLogger("modelgate.jobs")
 
+DEFER_SECONDS = 5.0
 # Nice value of the runner thread: the kernel schedules interactive request threads first.
 BACKGROUND_NICENESS = 10
 
@@ -52,6 +54,8 @@ class JobRunner:
         self._limits = limits
         self._clock = clock
         self._tasks = tasks or {}
+        # Jobs this process handed back (version not ready here), until when to leave them.
+        self._deferred: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -82,14 +86,28 @@ class JobRunner:
 
     def run_once(self, max_chunks: int | None = None) -> bool:
         """Claim one job and work it until it ends, this process stops, or ``max_chunks``
-        chunks are done (tests use that to stop half-way); False if no job was waiting."""
+        chunks are done (tests use that to stop half-way); False if no job was waiting or the
+        one claimed had to be handed back (its version not ready here yet)."""
         with self._app.app_context():
             try:
-                job_id = store.claim(self.worker, self._clock(), self._lease)
+                now = self._clock()
+                deferred = {j for j, until in self._deferred.items() if until > now}
+                job_id = store.claim(self.worker, now, self._lease, exclude=deferred)
                 if job_id is None:
                     return False
-                self._work(job_id, max_chunks)
-                return True
+                try:
+                    return self._work(job_id, max_chunks)
+                except Exception as err:
+                    # Whatever it was, it would happen again on every retry: end the job.
+                    log.exception("job failed unexpectedly", extra={"job": job_id})
+                    db.session.rollback()
+                    store.finish(
+                        job_id,
+                        self.worker,
+                        store.FAILED,
+                        f"the job failed unexpectedly ({type(err).__name__}); see the server log",
+                    )
+                    return True
             except sa.exc.SQLAlchemyError:
                 db.session.rollback()
                 log.warning("job state unreachable; will retry", exc_info=True)
@@ -97,22 +115,33 @@ class JobRunner:
             finally:
                 db.session.remove()
 
-    def _work(self, job_id: str, max_chunks: int | None) -> None:
+    def _defer(self, job_id: str) -> bool:
+        """Hand the job back and leave it to others (or to later) for a while."""
+        store.release(job_id, self.worker)
+        self._deferred[job_id] = self._clock() + DEFER_SECONDS
+        return False
+
+    def _work(self, job_id: str, max_chunks: int | None) -> bool:
         job = store.load_for_run(job_id)
         extra = {"job": job_id, "model": job.model, "version": job.version}
         if job.kind != "predict":
             self._run_task(job)
-            return
+            return True
         try:
+            found = self._service.model(job.model).versions.get(job.version)
+            if found is None or found.state is VersionState.FAILED:
+                raise VersionNotFound(
+                    f"model '{job.model}' version {job.version} "
+                    + ("is gone" if found is None else f"failed to load: {found.reason}")
+                )
             target = self._service.version(job.model, job.version)
             job_input = JobInput(job.input_kind, job.input_data, self._limits)
         except ModelNotReady:
             log.info("job waits: its version is not ready in this process", extra=extra)
-            store.release(job_id, self.worker)
-            return
+            return self._defer(job_id)
         except ServingError as err:
-            store.finish(job_id, self.worker, store.FAILED, err.message)
-            return
+            store.finish(job_id, self.worker, store.FAILED, err.message, clear_input=True)
+            return True
         assert target.spec is not None
         step = target.spec.max_batch_size
         position, chunks = job.done + job.failed, 0
@@ -121,26 +150,32 @@ class JobRunner:
             if self._stop.is_set() or (max_chunks is not None and chunks >= max_chunks):
                 if self._stop.is_set():
                     store.release(job_id, self.worker)
-                return
+                return True
             items = job_input.items(position, position + step)
+            readable = [i for i in items if i.error is None]
             try:
-                answers = self._service.predict_background(
-                    job.model, job.version, [i.payload for i in items]
+                predicted = iter(
+                    self._service.predict_background(
+                        job.model, job.version, [i.payload for i in readable]
+                    )
+                    if readable
+                    else []
                 )
             except ModelNotReady:
-                store.release(job_id, self.worker)
-                return
+                return self._defer(job_id)
             except ServingError as err:
-                store.finish(job_id, self.worker, store.FAILED, err.message)
-                return
+                store.finish(job_id, self.worker, store.FAILED, err.message, clear_input=True)
+                return True
+            answers = [next(predicted) if i.error is None else InvalidInput(i.error) for i in items]
             rows = result_rows(items, job.version, answers)
             if not store.save_chunk(job_id, self.worker, rows, self._clock(), self._lease):
                 log.info("job cancelled or taken over; stopping", extra=extra)
-                return
+                return True
             position += len(items)
             chunks += 1
-        store.finish(job_id, self.worker, store.SUCCEEDED)
+        store.finish(job_id, self.worker, store.SUCCEEDED, clear_input=True)
         log.info("job finished", extra=extra)
+        return True
 
     def _run_task(self, job: Job) -> None:
         task = self._tasks.get(job.kind)
@@ -148,9 +183,13 @@ class JobRunner:
             store.finish(job.id, self.worker, store.FAILED, f"unknown job kind '{job.kind}'")
             return
         percent = [0]
+        lost = threading.Event()
         stop = threading.Event()
 
         def progress(stage: str, fraction: float) -> None:
+            # Raising here stops the task at its next stage, before it publishes anything.
+            if lost.is_set():
+                raise JobLost(f"job {job.id} was cancelled or taken over")
             percent[0] = max(percent[0], min(99, int(fraction * 100)))
             log.info("job %s: %s", job.id, stage, extra={"job": job.id, "model": job.model})
 
@@ -159,7 +198,12 @@ class JobRunner:
             while not stop.wait(self._lease / 3):
                 with self._app.app_context():
                     try:
-                        store.renew(job.id, self.worker, self._clock(), self._lease, percent[0])
+                        held = store.renew(
+                            job.id, self.worker, self._clock(), self._lease, percent[0]
+                        )
+                        if not held:
+                            lost.set()
+                            return
                     except sa.exc.SQLAlchemyError:
                         db.session.rollback()
                         log.warning("cannot renew the lease of job %s", job.id)
@@ -170,9 +214,10 @@ class JobRunner:
         beat.start()
         try:
             result = task(job, json.loads(job.params or "{}"), progress)
+        except JobLost:
+            log.info("job %s stopped: cancelled or taken over", job.id)
+            return
         except ServingError as err:
-            stop.set()
-            beat.join()
             store.finish(
                 job.id,
                 self.worker,
@@ -183,8 +228,12 @@ class JobRunner:
             return
         finally:
             stop.set()
-        beat.join()
+            beat.join()
         store.finish(job.id, self.worker, store.SUCCEEDED, result=result)
+
+
+class JobLost(Exception):
+    """This process no longer holds the job's lease (cancelled, or taken over)."""
 
 
 def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> JobRunner | None:

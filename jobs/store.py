@@ -133,7 +133,7 @@ def cancel(owner: str, job_id: str) -> Job:
     changed = db.session.execute(
         sa.update(Job)
         .where(Job.id == job.id, Job.state.in_(ACTIVE))
-        .values(state=CANCELLED, finished_at=utcnow(), lease_owner=None)
+        .values(state=CANCELLED, finished_at=utcnow(), lease_owner=None, input_data=b"")
     )
     db.session.commit()
     if changed.rowcount == 0:  # type: ignore[attr-defined]
@@ -164,11 +164,15 @@ def _claimable(now: float) -> sa.ColumnElement[bool]:
     )
 
 
-def claim(worker: str, now: float, lease_seconds: float) -> str | None:
-    """Take the oldest queued job, or a running one whose holder stopped renewing its lease."""
-    candidates = db.session.scalars(
-        sa.select(Job.id).where(_claimable(now)).order_by(Job.created_at).limit(5)
-    ).all()
+def claim(
+    worker: str, now: float, lease_seconds: float, exclude: set[str] | None = None
+) -> str | None:
+    """Take the oldest queued job, or a running one whose holder stopped renewing its lease;
+    ``exclude``: jobs this worker handed back a moment ago."""
+    query = sa.select(Job.id).where(_claimable(now)).order_by(Job.created_at).limit(5)
+    if exclude:
+        query = query.where(Job.id.notin_(exclude))
+    candidates = db.session.scalars(query).all()
     for job_id in candidates:
         taken = db.session.execute(
             sa.update(Job)
@@ -248,8 +252,13 @@ def finish(
     state: str,
     error: str | None = None,
     result: dict[str, object] | None = None,
+    *,
+    clear_input: bool = False,
 ) -> bool:
     extra: dict[str, object] = {}
+    if clear_input:
+        # Results are all stored: the upload (up to JOB_MAX_UPLOAD_BYTES) is not needed again.
+        extra["input_data"] = b""
     if result is not None:
         extra["result"] = json.dumps(result, allow_nan=False, default=str)
     if state == SUCCEEDED and result is not None:

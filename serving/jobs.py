@@ -13,6 +13,7 @@ import io
 import json
 import posixpath
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ class JobItem:
     index: int
     name: str
     payload: Item
+    # Set when the item could not even be read (a damaged zip member): it fails alone.
+    error: str | None = None
 
 
 def _reject_constant(value: str) -> None:
@@ -101,7 +104,23 @@ class JobInput:
                 members.append(info)
         return members
 
+    def _declared_entries(self) -> int | None:
+        """The entry count in the archive's end record, read before zipfile builds an object
+        per entry (a small upload of empty entries would otherwise cost a lot of memory)."""
+        tail = self._data[-(22 + 65535) :]
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + 12 > len(tail):
+            return None
+        return int.from_bytes(tail[at + 10 : at + 12], "little")
+
     def _zip_names(self) -> list[str]:
+        entries = self._declared_entries()
+        # Non-image entries are allowed (folders, notes), within reason; 0xFFFF means ZIP64.
+        if entries is not None and entries > 2 * self._limits.max_items:
+            raise PayloadTooLarge(
+                f"the archive holds {entries} entries; at most {self._limits.max_items} images",
+                details={"max_items": self._limits.max_items},
+            )
         with self._zip() as archive:
             members = self._zip_members(archive)
             unpacked = 0
@@ -120,12 +139,28 @@ class JobInput:
             # Only a label for the results: never used as a path.
             return [info.filename for info in members]
 
+    def _member(self, archive: zipfile.ZipFile, index: int, info: zipfile.ZipInfo) -> JobItem:
+        try:
+            # A member cannot deliver more than it declared (checked at submission).
+            data = archive.open(info).read(self._limits.max_item_bytes + 1)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError) as err:
+            # Damaged, encrypted or oddly compressed: that one item fails, the job goes on.
+            return JobItem(index, info.filename, b"", error=f"cannot read this file: {err}")
+        return JobItem(index, info.filename, data)
+
     # -- jsonl ------------------------------------------------------------------------------
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
-        for number, line in enumerate(self._data.splitlines(), start=1):
+        """Non-blank lines with their numbers, found one at a time (no list of all lines)."""
+        data, start, number = self._data, 0, 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end
+            number += 1
+            line = data[start:end].rstrip(b"\r")
             if line.strip():
                 yield number, line
+            start = end + 1
 
     def _parse(self, number: int, line: bytes) -> Any:
         if len(line) > self._limits.max_line_bytes:
@@ -138,8 +173,14 @@ class JobInput:
             ) from err
 
     def _jsonl_lines(self) -> list[str]:
-        names = []
+        names: list[str] = []
         for number, line in self._lines():
+            if len(names) >= self._limits.max_items:
+                # Stop at once: counting on would parse a file of any length first.
+                raise PayloadTooLarge(
+                    f"more than {self._limits.max_items} items in one job",
+                    details={"max_items": self._limits.max_items},
+                )
             value = self._parse(number, line)
             if not isinstance(value, (dict, list)):
                 raise InvalidInput(
@@ -159,15 +200,7 @@ class JobInput:
         if self.kind == "zip":
             with self._zip() as archive:
                 members = self._zip_members(archive)[start:stop]
-                return [
-                    JobItem(
-                        start + i,
-                        info.filename,
-                        # A member cannot deliver more than it declared (checked above).
-                        archive.open(info).read(self._limits.max_item_bytes + 1),
-                    )
-                    for i, info in enumerate(members)
-                ]
+                return [self._member(archive, start + i, info) for i, info in enumerate(members)]
         selected = []
         for index, (number, line) in enumerate(self._lines()):
             if index >= stop:
@@ -231,9 +264,13 @@ def csv_line(row: dict[str, Any]) -> str:
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_line(values: Iterable[Any]) -> str:
     buffer = io.StringIO()
-    # Spreadsheets run a cell starting with = + - @ as a formula; file names come from users.
-    safe = [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in values]
+    # Spreadsheets run a cell starting with = + - @ (or a tab or CR before one) as a formula;
+    # file names come from users.
+    safe = [f"'{v}" if isinstance(v, str) and v[:1] in _FORMULA_STARTS else v for v in values]
     csv.writer(buffer, lineterminator="\n").writerow(safe)
     return buffer.getvalue()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flask import Flask
 
 from extensions import db
@@ -19,6 +20,7 @@ from jobs.models import JobResult
 from jobs.runner import JobRunner
 from serving.jobs import JobLimits
 from serving.manifest import VersionSpec
+from serving.registry import VersionState
 from serving.runtimes.fake import FakeRuntime, echo
 from serving.service import InferenceService
 from serving.settings import ServingSettings
@@ -176,3 +178,56 @@ def test_background_work_waits_for_a_prediction_request_still_being_parsed(app: 
     release.set()
     request.join(5)
     assert service.wait_idle(1) is True
+
+
+def test_a_job_on_a_loading_version_waits_without_holding_up_the_queue(app: Flask) -> None:
+    service: InferenceService = app.extensions["modelgate.service"]
+    waiting = submit(app)
+    version = service.registry.model("tab").versions[2]
+    version.state = VersionState.LOADING  # as in a worker that is still starting
+    data = b'{"a": 1, "b": 0}\n'
+    other = (
+        client_as(app, "admin")
+        .post(
+            "/api/jobs",
+            data={"model": "tab", "version": "1", "file": (io.BytesIO(data), "in.jsonl")},
+            content_type="multipart/form-data",
+        )
+        .get_json()["id"]
+    )
+    runner = runner_for(app, Clock())
+
+    assert runner.run_once() is False  # handed back, and the loop will pause
+    assert runner.run_once() is True  # the next job in line runs meanwhile
+    states = {j["id"]: j["state"] for j in client_as(app, "admin").get("/api/jobs").get_json()}
+    assert states == {waiting: "queued", other: "succeeded"}
+
+
+def test_a_job_on_a_failed_version_fails_with_the_reason(app: Flask) -> None:
+    job_id = submit(app)
+    version = app.extensions["modelgate.service"].registry.model("tab").versions[2]
+    version.fail("the artifact is corrupt")
+
+    assert runner_for(app, Clock()).run_once() is True
+
+    job = client_as(app, "admin").get(f"/api/jobs/{job_id}").get_json()
+    assert job["state"] == "failed" and "the artifact is corrupt" in job["error"]
+
+
+def test_an_unexpected_error_ends_the_job_instead_of_retrying_it_forever(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(app)
+    service = app.extensions["modelgate.service"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "predict_background", broken)
+    runner = runner_for(app, Clock())
+    assert runner.run_once() is True
+    assert runner.run_once() is False  # nothing left to claim
+
+    job = client_as(app, "admin").get(f"/api/jobs/{job_id}").get_json()
+    assert job["state"] == "failed" and "RuntimeError" in job["error"]
+    assert "disk on fire" not in job["error"]  # internals stay in the server log

@@ -47,7 +47,7 @@ def test_a_zip_bomb_is_refused_from_its_declared_sizes() -> None:
 
 
 def test_too_many_items_and_unreadable_files_are_refused() -> None:
-    with pytest.raises(PayloadTooLarge, match="3 items in one job; at most 2"):
+    with pytest.raises(PayloadTooLarge, match="more than 2 items in one job"):
         JobInput("jsonl", b'{"a": 1}\n{"a": 2}\n{"a": 3}\n', JobLimits(max_items=2))
     with pytest.raises(InvalidInput, match="not a readable zip"):
         JobInput("zip", b"PK not really")
@@ -78,3 +78,24 @@ def test_csv_rows_cannot_smuggle_a_spreadsheet_formula() -> None:
     row = {"index": 0, "name": "=HYPERLINK(evil)", "version": 1, "error": "bad"}
     assert csv_line(row) == "0,'=HYPERLINK(evil),1,,,,bad\n"
     assert csv_header().startswith("index,name,version,label,score")
+
+
+def test_a_zip_of_many_entries_is_refused_from_its_end_record() -> None:
+    data = zip_of({f"{i}.txt": b"" for i in range(50)})
+    with pytest.raises(PayloadTooLarge, match="holds 50 entries"):
+        JobInput("zip", data, JobLimits(max_items=10))
+
+
+def test_a_damaged_member_fails_alone() -> None:
+    image = png_bytes(Image.new("L", (4, 4)))
+    data = bytearray(zip_of({"good.png": image, "bad.png": image}))
+    # Flip a byte of the second member's compressed data: its CRC check fails on reading.
+    second = data.find(b"bad.png") + len("bad.png")
+    data[second + 5] ^= 0xFF
+    items = JobInput("zip", bytes(data)).items(0, 2)
+    assert items[0].error is None and items[0].payload == image
+    assert items[1].error is not None and "cannot read" in items[1].error
+
+
+def test_csv_guards_tabs_and_carriage_returns_too() -> None:
+    assert csv_line({"index": 1, "name": "\t=1+1", "version": 1}).startswith("1,'")
