@@ -20,3 +20,12 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 import gunicorn.http.wsgi as _wsgi  # noqa: E402
 
 _wsgi.SERVER = "modelgate"
+
+
+def worker_exit(server, worker):
+    """A stopping worker hands its batch job back to the queue at once (a crash leaves it to
+    the lease, JOB_LEASE_SECONDS): another worker or the next start resumes it."""
+    app = getattr(worker, "wsgi", None)
+    runner = getattr(app, "extensions", {}).get("modelgate.job_runner")
+    if runner is not None:
+        runner.stop()

@@ -57,11 +57,15 @@ def describe(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "links": {
-            "self": url_for("jobs.OneJob", job_id=job.id),
-            "results_jsonl": url_for("jobs.JobResults", job_id=job.id, format="jsonl"),
-            "results_csv": url_for("jobs.JobResults", job_id=job.id, format="csv"),
-        },
+        "links": {"self": url_for("jobs.OneJob", job_id=job.id)}
+        | (
+            {
+                "results_jsonl": url_for("jobs.JobResults", job_id=job.id, format="jsonl"),
+                "results_csv": url_for("jobs.JobResults", job_id=job.id, format="csv"),
+            }
+            if job.kind == "predict"
+            else {}
+        ),
     }
 
 
@@ -117,7 +121,7 @@ class Jobs(MethodView):
         if not principal.may_infer(model):
             raise Forbidden(f"no scope allows inference on '{model}'")
         version_text = request.form.get("version", "").strip()
-        if version_text and not version_text.isdigit():
+        if version_text and not version_text.isdecimal():
             raise InvalidInput("'version' must be a version number")
         service = inference_service()
         if model in service.ensembles:

@@ -16,7 +16,9 @@ from typing import Any
 from deployments import store as deployments
 from jobs.models import Job
 from serving import routing
+from serving.errors import ServingError
 from serving.optimize import optimize
+from serving.registry import VersionState
 from serving.service import InferenceService
 
 Progress = Callable[[str, float], None]
@@ -49,14 +51,30 @@ def optimize_task(service: InferenceService) -> Task:
         }
         percent = params.get("canary_percent")
         if percent is not None:
-            deployments.seed(root / "routing.toml", {job.model})
-            policy = deployments.change(
-                job.model,
-                "canary",
-                f"job:{job.id[:8]} ({job.owner})",
-                lambda before: routing.canary(before, result.version, float(percent)),
-            )
-            summary["canary"] = {"percent": percent, "revision": policy.revision}
+            progress("starting the canary", 0.99)  # raises if the job was cancelled meanwhile
+            summary["canary"] = _start_canary(service, root, job, result.version, float(percent))
         return summary
 
     return run
+
+
+def _start_canary(
+    service: InferenceService, root: Path, job: Job, version: int, percent: float
+) -> dict[str, Any]:
+    """Give the published version its share. It exists whatever happens here, so a refusal is
+    reported beside it rather than failing the job (which would hide the new version)."""
+    found = service.model(job.model).versions.get(version)
+    if found is None or found.state is not VersionState.READY:
+        reason = "not loaded" if found is None else f"{found.state}: {found.reason}"
+        return {"percent": percent, "error": f"version {version} is not READY here ({reason})"}
+    try:
+        deployments.seed(root / "routing.toml", {job.model})
+        policy = deployments.change(
+            job.model,
+            "canary",
+            f"job:{job.id[:8]} ({job.owner})",
+            lambda before: routing.canary(before, version, percent),
+        )
+    except ServingError as err:
+        return {"percent": percent, "error": err.message}
+    return {"percent": percent, "revision": policy.revision}

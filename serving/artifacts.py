@@ -7,6 +7,7 @@ the digest of a version never changes between downloads or replicas.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import zipfile
@@ -25,7 +26,7 @@ class Artifact:
     media_type: str
     data: bytes
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -41,6 +42,14 @@ def _zip_directory(root: Path) -> bytes:
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=8)
+def _packed(path: Path, stem: str) -> Artifact:
+    # A version directory never changes, so its bytes and digest are computed once.
+    if path.is_dir():
+        return Artifact(f"{stem}-{path.name}.zip", "application/zip", _zip_directory(path))
+    return Artifact(f"{stem}{path.suffix}", "application/octet-stream", path.read_bytes())
+
+
 def artifact_of(version: ModelVersion) -> Artifact:
     """The served artifact of ``version``; raises ModelNotReady if its manifest is unreadable."""
     if version.spec is None:
@@ -48,8 +57,4 @@ def artifact_of(version: ModelVersion) -> Artifact:
             f"model '{version.model}' version {version.version} has no readable manifest",
             details={"model": version.model, "version": version.version},
         )
-    path = version.spec.artifact
-    stem = f"{version.model}-v{version.version}"
-    if path.is_dir():
-        return Artifact(f"{stem}-{path.name}.zip", "application/zip", _zip_directory(path))
-    return Artifact(f"{stem}{path.suffix}", "application/octet-stream", path.read_bytes())
+    return _packed(version.spec.artifact, f"{version.model}-v{version.version}")

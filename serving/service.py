@@ -227,7 +227,11 @@ class InferenceService:
         """The versions an ensemble would run now; their tensor inputs must be identical for
         the ensemble to take tensors (v2), since one request feeds all of them."""
         _, calls = self._ensemble_calls(name)
-        targets = [self.registry.resolve(model, version) for model, version in calls]
+        # An unpinned member answers as the model would: through its traffic policy.
+        targets = [
+            self.route(model)[0] if version is None else self.registry.resolve(model, version)
+            for model, version in calls
+        ]
         first = targets[0].spec
         assert first is not None
         for target in targets[1:]:

@@ -9,6 +9,7 @@ import pytest
 
 from serving.ensemble import combine, load_ensembles
 from serving.pipeline import rank
+from serving.routing import TrafficPolicy
 from serving.runtimes.fake import fake_factory
 from serving.service import InferenceService
 from serving.settings import ServingSettings
@@ -61,3 +62,21 @@ def test_an_all_versions_ensemble_answers_with_every_ready_version(
     assert result.predictions[0].label == "b"
     with pytest.raises(Exception, match="does not exist"):
         service.predict_ensemble("nope", [{"a": 1}])
+
+
+def test_an_unpinned_member_follows_its_models_traffic_policy(repo: Path, tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "tab-pair.toml").write_text(
+        'combine = "average"\n[[members]]\nmodel = "tab"\n[[members]]\nmodel = "tab"\nversion = 2\n'
+    )
+    service = InferenceService(
+        ServingSettings(model_root=repo, pipeline_root=pipelines, load_in_background=False),
+        {"fake": fake_factory},
+    )
+    service.start()
+    service.apply_policy("tab", TrafficPolicy(labels={"stable": 1}, revision=1))
+
+    assert [t.version for t in service.ensemble_signature("tab-pair")] == [1, 2]
+    result = service.infer_ensemble("tab-pair", {"x": np.array([[1.0, 5.0, 0.0]], np.float32)})
+    assert result.outputs["label"].tolist() == [b"b"]
