@@ -48,12 +48,18 @@ class JobFinished(ServingError):
     code = "job_finished"
 
 
+def _queue(**columns: object) -> Job:
+    job = Job(id=uuid.uuid4().hex, state=QUEUED, done=0, failed=0, created_at=utcnow(), **columns)
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
 def create_task(
     *, owner: str, kind: str, model: str, version: int, params: dict[str, object]
 ) -> Job:
     """A job that is not items through a model (an optimization): progress in percent."""
-    job = Job(
-        id=uuid.uuid4().hex,
+    return _queue(
         owner=owner,
         kind=kind,
         model=model,
@@ -64,15 +70,8 @@ def create_task(
         input_bytes=0,
         input_data=b"",
         params=json.dumps(params),
-        state=QUEUED,
         total=100,
-        done=0,
-        failed=0,
-        created_at=utcnow(),
     )
-    db.session.add(job)
-    db.session.commit()
-    return job
 
 
 def create(
@@ -94,8 +93,7 @@ def create(
             f"{active} of your jobs are queued or running; at most {max_active} at a time",
             details={"active": active, "max_active": max_active},
         )
-    job = Job(
-        id=uuid.uuid4().hex,
+    return _queue(
         owner=owner,
         kind="predict",
         model=model,
@@ -105,15 +103,8 @@ def create(
         input_name=input_name[:255],
         input_bytes=len(data),
         input_data=data,
-        state=QUEUED,
         total=job_input.total,
-        done=0,
-        failed=0,
-        created_at=utcnow(),
     )
-    db.session.add(job)
-    db.session.commit()
-    return job
 
 
 def get(owner: str, job_id: str) -> Job:
