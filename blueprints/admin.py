@@ -16,6 +16,7 @@ from accounts.auth import requires
 from accounts.models import ApiKey, User, utcnow
 from accounts.security import ROLES, hash_password, new_api_key, validate_scopes
 from blueprints.errors import Conflict, ErrorSchema, NotFound
+from blueprints.schemas import UtcDateTime
 from extensions import db
 
 blp = Blueprint("admin", __name__, url_prefix="/api", description="Users and API keys (admin).")
@@ -53,7 +54,7 @@ class UserSchema(ma.Schema):
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLES))
     scopes = _Scopes()
     disabled = ma.fields.Boolean(dump_only=True)
-    created_at = ma.fields.DateTime(dump_only=True)
+    created_at = UtcDateTime(dump_only=True)
 
 
 class NewUserSchema(UserSchema):
@@ -82,12 +83,12 @@ class KeySchema(ma.Schema):
     )
     prefix = ma.fields.String(dump_only=True)
     created_by = ma.fields.String(dump_only=True)
-    created_at = ma.fields.DateTime(dump_only=True)
-    revoked_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    created_at = UtcDateTime(dump_only=True)
+    revoked_at = UtcDateTime(dump_only=True, allow_none=True)
     usage = ma.fields.Method("_usage", dump_only=True)
 
     def _usage(self, key: ApiKey) -> dict[str, Any]:
-        last = key.last_used_at.isoformat() if key.last_used_at else None
+        last = UtcDateTime()._serialize(key.last_used_at, None, key)
         return {
             "requests": key.requests,
             "items": key.items,

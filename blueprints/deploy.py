@@ -15,7 +15,7 @@ from flask_smorest import Blueprint
 from accounts.auth import current_principal, requires
 from blueprints.errors import Conflict, ErrorSchema
 from blueprints.jobs import describe as describe_job
-from blueprints.schemas import JobSchema, VersionSchema
+from blueprints.schemas import JobSchema, UtcDateTime, VersionSchema
 from deployments import stats as experiment_stats
 from deployments import store
 from extensions import inference_service
@@ -80,7 +80,7 @@ class ShadowSchema(VersionBodySchema):
 
 class AuditSchema(ma.Schema):
     id = ma.fields.Integer()
-    at = ma.fields.DateTime()
+    at = UtcDateTime()
     actor = ma.fields.String()
     model = ma.fields.String()
     action = ma.fields.String()

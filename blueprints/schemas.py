@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import marshmallow as ma
+
+
+class UtcDateTime(ma.fields.DateTime):
+    """Every stored time is UTC, but SQLite hands it back without a zone; say it explicitly, or
+    a client (the web UI in a browser) would read it as its own local time."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return super()._serialize(value, attr, obj, **kwargs)
 
 
 class TensorSchema(ma.Schema):
@@ -182,9 +195,9 @@ class JobSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "An optimize job's new version and figures, or why it failed"},
     )
-    created_at = ma.fields.DateTime()
-    started_at = ma.fields.DateTime(allow_none=True)
-    finished_at = ma.fields.DateTime(allow_none=True)
+    created_at = UtcDateTime()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
     links = ma.fields.Dict(metadata={"description": "self, results_jsonl, results_csv"})
 
 

@@ -144,3 +144,11 @@ def test_a_key_without_the_models_scope_cannot_submit(app: Flask) -> None:
     client = app.test_client()
     client.environ_base["HTTP_X_API_KEY"] = key["key"]
     assert_error(submit(client, jsonl(LINES[:1])), 403, "forbidden")
+
+
+def test_times_are_sent_with_their_utc_offset(client: FlaskClient) -> None:
+    job = submit(client, jsonl(LINES[:1])).get_json()
+    listed = client.get("/api/jobs").get_json()[0]  # read back from the database
+    assert job["created_at"].endswith("+00:00")
+    assert listed["created_at"].endswith("+00:00")
+    assert listed["started_at"] is None
