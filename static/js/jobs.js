@@ -62,23 +62,28 @@
     const rows = jobs.map((job) => {
       const p = job.progress || {};
       const running = job.state === "queued" || job.state === "running";
+      // An optimization (POST /api/models/<m>/optimize) is a job too: no input file, no rows.
+      const task = job.kind && job.kind !== "predict";
+      const title = task ? job.kind + " " + ((job.params || {}).mode || "") : job.input.name;
+      const made = task && job.result && job.result.version ? "version " + job.result.version : null;
       return el(
         "tr",
         { dataset: { job: job.id, state: job.state } },
-        el("td", { "data-label": "Job" }, el("strong", {}, job.input.name), el("div", { class: "small muted" }, fmt.time(job.created_at) + " · " + fmt.bytes(job.input.bytes))),
+        el("td", { "data-label": "Job" }, el("strong", {}, title), el("div", { class: "small muted" }, fmt.time(job.created_at) + (task ? "" : " · " + fmt.bytes(job.input.bytes)))),
         el("td", { "data-label": "Model" }, job.model + " v" + job.version, el("div", { class: "small muted" }, "route: " + job.route_reason)),
         el("td", { "data-label": "State" }, el("span", { class: "state state-" + job.state }, job.state), job.error ? el("div", { class: "small" }, job.error) : null),
         el(
           "td",
           { class: "progress-cell", "data-label": "Progress" },
-          el("progress", { max: 100, value: p.percent, "aria-label": "Progress of " + job.input.name }),
-          el("div", { class: "small" }, p.done + " done" + (p.failed ? ", " + p.failed + " failed" : "") + " of " + p.total + " · " + fmt.pct((p.percent || 0) / 100, 0))
+          el("progress", { max: 100, value: p.percent, "aria-label": "Progress of " + title }),
+          el("div", { class: "small" }, task ? fmt.pct((p.percent || 0) / 100, 0) : p.done + " done" + (p.failed ? ", " + p.failed + " failed" : "") + " of " + p.total + " · " + fmt.pct((p.percent || 0) / 100, 0))
         ),
         el(
           "td",
           { class: "actions-cell", "data-label": "" },
-          el("a", { class: "button small", href: job.links.results_jsonl, download: "" }, "JSONL"),
-          el("a", { class: "button small", href: job.links.results_csv, download: "" }, "CSV"),
+          job.links.results_jsonl ? el("a", { class: "button small", href: job.links.results_jsonl, download: "" }, "JSONL") : null,
+          job.links.results_csv ? el("a", { class: "button small", href: job.links.results_csv, download: "" }, "CSV") : null,
+          made ? el("span", { class: "small" }, made) : null,
           running ? el("button", { type: "button", class: "small danger", onclick: () => cancel(job) }, "Cancel") : null
         )
       );
