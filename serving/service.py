@@ -483,11 +483,21 @@ class InferenceService:
                 answers[i] = err
         if rows:
             batch = {target.spec.inputs[0].name: np.stack(rows)}
+            postprocess = target.postprocessor
             outcome: list[Prediction | ServingError]
             try:
-                outcome = list(target.postprocessor(self._run(target, batch, background=True)))
+                outcome = list(postprocess(self._run(target, batch, background=True)))
+            except InferenceFailed:
+                # One bad row (a NaN out, say) must not fail its neighbours: retry one by one.
+                outcome = []
+                for row in rows:
+                    single = {target.spec.inputs[0].name: row[np.newaxis]}
+                    try:
+                        outcome += postprocess(self._run(target, single, background=True))
+                    except ServingError as err:
+                        outcome.append(err)
             except ServingError as err:
-                outcome = [err] * len(good)  # the batch failed: every item in it did
+                outcome = [err] * len(good)
             for i, answer in zip(good, outcome, strict=True):
                 answers[i] = answer
         return [a for a in answers if a is not None]

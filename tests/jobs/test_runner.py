@@ -231,3 +231,26 @@ def test_an_unexpected_error_ends_the_job_instead_of_retrying_it_forever(
     job = client_as(app, "admin").get(f"/api/jobs/{job_id}").get_json()
     assert job["state"] == "failed" and "RuntimeError" in job["error"]
     assert "disk on fire" not in job["error"]  # internals stay in the server log
+
+
+def test_one_item_the_model_answers_with_nan_fails_alone(repo: Path) -> None:
+    def nan_for_negative(
+        spec: VersionSpec, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        out = echo(spec, inputs)
+        name = spec.outputs[0].name
+        out[name][inputs["x"][:, 0] < 0] = np.nan
+        return out
+
+    service = InferenceService(
+        ServingSettings(model_root=repo, load_in_background=False),
+        {"fake": lambda spec, settings: FakeRuntime(spec, nan_for_negative)},
+    )
+    service.start()
+
+    answers = service.predict_background(
+        "tab", 1, [{"a": 1, "b": 2}, {"a": -1, "b": 0}, {"a": 5, "b": 0}]
+    )
+
+    assert [getattr(a, "label", None) for a in answers] == ["b", None, "a"]
+    assert "NaN" in str(answers[1])
