@@ -286,6 +286,21 @@ def revoke(claims: dict[str, Any]) -> None:
         db.session.add(RevokedToken(jti=claims["jti"], expires_at=expires))
 
 
+def revoke_and_commit(*claims: dict[str, Any]) -> None:
+    """Revoke these tokens and commit. Two sign-outs of the same token at once both insert
+    its jti; the loser retries once, finds it revoked, and revokes the rest."""
+    for attempt in range(2):
+        try:
+            for one in claims:
+                revoke(one)  # its lookup may flush the previous insert: inside the try
+            db.session.commit()
+            return
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            if attempt:
+                raise
+
+
 def init_auth(app: Flask) -> None:
     jwt.token_verification_loader(_token_has_required_claims)
     jwt.token_in_blocklist_loader(_token_revoked)

@@ -24,7 +24,7 @@ from accounts.auth import (
     principal_from_subject,
     public,
     requires,
-    revoke,
+    revoke_and_commit,
 )
 from accounts.models import User
 from accounts.security import split_api_key, verify_password
@@ -133,7 +133,7 @@ class Logout(MethodView):
         """
         if request.headers.get("X-API-Key"):
             raise BadRequest("API keys are revoked through /api/keys, not signed out")
-        revoke(get_jwt())
+        tokens = [get_jwt()]
         if body and body.get("refresh_token"):
             try:
                 claims = decode_token(body["refresh_token"])
@@ -141,5 +141,5 @@ class Logout(MethodView):
                 raise Unauthorized("the refresh token is invalid") from err
             if claims.get("sub") != get_jwt().get("sub"):
                 raise Forbidden("the refresh token belongs to someone else")
-            revoke(claims)
-        db.session.commit()
+            tokens.append(claims)
+        revoke_and_commit(*tokens)

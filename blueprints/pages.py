@@ -36,11 +36,10 @@ from flask_jwt_extended import (
 from flask_jwt_extended.exceptions import JWTExtendedException
 from werkzeug.exceptions import TooManyRequests
 
-from accounts.auth import authenticate, page, public, requires, revoke
+from accounts.auth import authenticate, page, public, requires, revoke_and_commit
 from accounts.security import Principal
 from blueprints.auth import check_password
 from blueprints.errors import ApiError, Forbidden, Unauthorized, error_response
-from extensions import db
 from serving.errors import ServingError
 
 bp = Blueprint("pages", __name__)
@@ -191,8 +190,7 @@ def _revoke_cookie_token() -> None:
         claims = decode_token(raw, csrf_value=sent)
     except (JWTExtendedException, pyjwt.PyJWTError):
         return
-    revoke(claims)
-    db.session.commit()
+    revoke_and_commit(claims)
 
 
 @bp.get("/try")

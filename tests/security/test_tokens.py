@@ -253,3 +253,28 @@ def test_logout_and_disabling_reach_other_processes_and_survive_a_restart(
                 assert_unauthorized(other.test_client().get(PROTECTED, headers=bearer(token)))
     finally:
         dispose(*apps)
+
+
+def test_two_sign_outs_of_one_token_at_once_both_succeed(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second sign-out inserts the jti the first one just stored: it retries, not 500s."""
+    from accounts.auth import revoke_and_commit
+    from accounts.models import RevokedToken
+
+    now = int(time.time())
+    access = {"jti": "same-token", "exp": now + 60}
+    refresh = {"jti": "its-refresh-token", "exp": now + 600}
+    with app.app_context():
+        revoke_and_commit(access)  # the first sign-out
+        real_get = db.session.get
+        calls = iter([None])  # the second one checked before the first committed
+
+        def stale_get(model: Any, key: Any) -> Any:
+            return next(calls, real_get(model, key))
+
+        monkeypatch.setattr(db.session, "get", stale_get)
+        revoke_and_commit(access, refresh)
+        monkeypatch.undo()
+        stored = set(db.session.scalars(sa.select(RevokedToken.jti)))
+    assert stored == {"same-token", "its-refresh-token"}
