@@ -138,7 +138,7 @@ class Jobs(MethodView):
         )
         count_items(job_input.total)
         job = store.create(
-            owner=_owner(),
+            owner=principal.limit_key,
             model=model,
             version=target.version,
             route_reason=chosen.reason,

@@ -91,8 +91,8 @@ class JobRunner:
         with self._app.app_context():
             try:
                 now = self._clock()
-                deferred = {j for j, until in self._deferred.items() if until > now}
-                job_id = store.claim(self.worker, now, self._lease, exclude=deferred)
+                self._deferred = {j: u for j, u in self._deferred.items() if u > now}
+                job_id = store.claim(self.worker, now, self._lease, exclude=set(self._deferred))
                 if job_id is None:
                     return False
                 try:
@@ -236,7 +236,7 @@ class JobLost(Exception):
     """This process no longer holds the job's lease (cancelled, or taken over)."""
 
 
-def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> JobRunner | None:
+def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> None:
     """Start this process's runner (when it serves models and polling is configured)."""
     limits = JobLimits(
         max_items=int(app.config["JOB_MAX_ITEMS"]),
@@ -255,4 +255,3 @@ def init_jobs(app: Flask, service: InferenceService, *, serving: bool) -> JobRun
     app.extensions["modelgate.job_runner"] = runner
     if serving and float(app.config["JOB_POLL_INTERVAL_SECONDS"]) > 0:
         runner.start()
-    return runner

@@ -75,7 +75,7 @@ class InferenceService:
         self.ensembles = load_ensembles(settings.pipeline_root) if settings.pipeline_root else {}
         self._ensemble_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ensemble")
         self._stop_watching = threading.Event()
-        # Interactive runtime calls under way; background work (batch jobs) waits for none.
+        # Interactive requests (and runtime calls) under way; batch jobs wait for none.
         self._interactive = 0
         self._last_interactive = 0.0  # monotonic time the last interactive work ended
         self._idle = threading.Condition(self._flight)
@@ -248,8 +248,8 @@ class InferenceService:
         """Tensors through every member in parallel; the answer is tensors too: ``label``
         (BYTES) and ``probabilities`` (average) or ``score`` (vote share), plus, for
         ``all``, each member's probabilities as ``<model>_v<version>``."""
-        method, _ = self._ensemble_calls(name)
         targets = self.ensemble_signature(name)
+        method = self.ensembles[name].combine
         futures = [
             self._ensemble_pool.submit(self.infer, t.model, inputs, t.version) for t in targets
         ]
@@ -539,17 +539,15 @@ class InferenceService:
         assert target.runtime is not None and target.spec is not None
         with self._flight:
             target.in_flight += 1
-            self._interactive += not background
+        if not background:
+            self.enter_interactive()  # in-process callers that no transport counted
         try:
             return self._run_batches(target, inputs, background)
         finally:
+            if not background:
+                self.leave_interactive()
             with self._flight:
                 target.in_flight -= 1
-                self._interactive -= not background
-                if not background:
-                    self._last_interactive = time.monotonic()
-                if self._interactive == 0:
-                    self._idle.notify_all()
 
     def _run_batches(
         self, target: ModelVersion, inputs: Mapping[str, np.ndarray], background: bool
